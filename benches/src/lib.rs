@@ -1,0 +1,1 @@
+//! Verdict benchmarks: criterion micro-benchmarks and the end-to-end harness.

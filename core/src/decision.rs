@@ -1,0 +1,245 @@
+//! The decision and dead-letter records of `contracts.md`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What a rule asks for, and what a decision is. Ordered by severity:
+/// `Approve < Review < Deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Approve,
+    Review,
+    Deny,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Approve, Action::Review, Action::Deny];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Review => "review",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule whose condition held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    pub rule: Arc<str>,
+    pub action: Action,
+    pub reason: Arc<str>,
+}
+
+/// Model scores by output name, in the order the model declares them.
+/// Serialised as a JSON object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scores(pub Vec<(Arc<str>, f64)>);
+
+impl Serialize for Scores {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(&**k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Scores {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, f64>::deserialize(d)?;
+        Ok(Scores(
+            map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+        ))
+    }
+}
+
+/// The outcome for one event, exactly as `contracts.md` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub event_id: Arc<str>,
+    pub decision: Action,
+    /// Every non-shadow hit, the winner first.
+    pub hits: Vec<Hit>,
+    pub shadow_hits: Vec<Hit>,
+    pub scores: Scores,
+    pub ruleset_version: Arc<str>,
+    /// `null` when no model is configured.
+    pub model_version: Option<Arc<str>>,
+    /// True when a stage missed its deadline or failed and the rules decided
+    /// without its output.
+    pub degraded: bool,
+    /// From the moment the event was read to the decision being handed to
+    /// the output.
+    pub latency_us: u64,
+    #[serde(
+        serialize_with = "ser_rfc3339",
+        deserialize_with = "de_rfc3339"
+    )]
+    pub decided_at: i64,
+}
+
+fn ser_rfc3339<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format_rfc3339_ms(*ms))
+}
+
+fn de_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::time::parse_rfc3339_ms(&s).map_err(serde::de::Error::custom)
+}
+
+/// Where an input record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Position {
+    File { file: String, line: u64 },
+    Kafka { topic: String, partition: i32, offset: i64 },
+    Http { http: String },
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::File { file, line } => write!(f, "{file}:{line}"),
+            Position::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}[{partition}]@{offset}"),
+            Position::Http { http } => write!(f, "http {http}"),
+        }
+    }
+}
+
+/// A rejected input, kept whole so it can be fixed and replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub position: Position,
+    /// The `RejectionKind` label (`wrong_type`, `not_json` …).
+    pub kind: String,
+    /// What was wrong, in words a person can act on.
+    pub reason: String,
+    /// The original bytes when they are UTF-8 …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
+    /// … otherwise the original bytes, base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_base64: Option<String>,
+}
+
+impl DeadLetter {
+    pub fn new(position: Position, rejection: &crate::Rejection, bytes: &[u8]) -> DeadLetter {
+        let (original, original_base64) = match std::str::from_utf8(bytes) {
+            Ok(s) => (Some(s.to_owned()), None),
+            Err(_) => (None, Some(base64(bytes))),
+        };
+        DeadLetter {
+            position,
+            kind: rejection.kind().as_str().to_owned(),
+            reason: rejection.to_string(),
+            original,
+            original_base64,
+        }
+    }
+
+    /// The original bytes, decoded.
+    pub fn original_bytes(&self) -> Vec<u8> {
+        match (&self.original, &self.original_base64) {
+            (Some(s), _) => s.as_bytes().to_vec(),
+            (None, Some(b)) => unbase64(b),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unbase64(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let Some(v) = B64.iter().position(|&b| b == c) else {
+            continue;
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_serialises_to_the_contract() {
+        let d = Decision {
+            event_id: "e-000123".into(),
+            decision: Action::Deny,
+            hits: vec![Hit {
+                rule: "model_high_risk".into(),
+                action: Action::Deny,
+                reason: "model score above 0.92".into(),
+            }],
+            shadow_hits: vec![],
+            scores: Scores(vec![("fraud_score".into(), 0.963)]),
+            ruleset_version: "rs-5f1c9a2e".into(),
+            model_version: Some("fraud-gbt-2026-11-20".into()),
+            degraded: false,
+            latency_us: 640,
+            decided_at: crate::time::parse_rfc3339_ms("2026-11-24T08:15:30.251Z").unwrap(),
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(
+            json,
+            r#"{"event_id":"e-000123","decision":"deny","hits":[{"rule":"model_high_risk","action":"deny","reason":"model score above 0.92"}],"shadow_hits":[],"scores":{"fraud_score":0.963},"ruleset_version":"rs-5f1c9a2e","model_version":"fraud-gbt-2026-11-20","degraded":false,"latency_us":640,"decided_at":"2026-11-24T08:15:30.251Z"}"#
+        );
+        let back: Decision = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for bytes in [&b""[..], b"\xff", b"\xff\x00", b"\xff\x00\x80", b"hello \xc3("] {
+            assert_eq!(unbase64(&base64(bytes)), bytes);
+        }
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+    }
+}

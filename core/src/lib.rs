@@ -1,0 +1,27 @@
+//! Verdict's shared vocabulary: the types every other crate agrees on.
+//!
+//! What it is: [`Value`] and [`ValueType`], the [`Schema`] of events (field →
+//! type, each field resolved to a slot), the parser that turns the bytes of
+//! one event into an [`Event`] or a [`Rejection`], the [`Decision`] and
+//! [`DeadLetter`] records of `contracts.md`, and the [`Catalogue`] that maps
+//! rules-language paths (`event.amount`, `feature.user.txn_count_1h`,
+//! `model.fraud_score`) to typed slots.
+//!
+//! What it is not: it does no I/O beyond reading the schema file, knows
+//! nothing of Kafka, ONNX or the rules language's syntax, and depends on no
+//! heavy crate, so `rules`, `features` and `models` build on it alone.
+
+mod catalogue;
+mod decision;
+mod error;
+mod event;
+mod schema;
+pub mod time;
+mod value;
+
+pub use catalogue::{Catalogue, CatalogueEntry, Namespace, Record, Slot};
+pub use decision::{Action, DeadLetter, Decision, Hit, Position, Scores};
+pub use error::CoreError;
+pub use event::{Event, EventParser, Rejection, RejectionKind, DEFAULT_MAX_EVENT_BYTES};
+pub use schema::{FieldDef, Schema, EVENT_ID_SLOT, EVENT_TYPE_SLOT, TIMESTAMP_SLOT};
+pub use value::{Value, ValueType};

@@ -1,0 +1,2 @@
+//! Verdict's model scoring: ONNX models through ONNX Runtime, with their
+//! manifests.
