@@ -191,16 +191,34 @@ mod tests {
         let schema = Schema::parse("[fields]\namount = \"number\"\n", Path::new("s.toml")).unwrap();
         let mut c = Catalogue::from_schema(&schema);
         let f = c.add_feature("user", "txn_count_1h", ValueType::Number);
-        assert_eq!(f, Slot { ns: Namespace::Feature, index: 0 });
+        assert_eq!(
+            f,
+            Slot {
+                ns: Namespace::Feature,
+                index: 0
+            }
+        );
         assert_eq!(c.add_feature("user", "txn_count_1h", ValueType::Number), f);
         let m = c.add_model_output("fraud_score", ValueType::Number);
         assert_eq!(c.lookup("event.amount").unwrap().slot.index, 3);
         assert_eq!(c.suggest("event.amout"), Some("event.amount"));
         assert_eq!(c.suggest("feature.user.nothing_like_it"), None);
         assert_eq!(c.len(Namespace::Event), 4);
-        let ev = [Value::Missing, Value::Missing, Value::Missing, Value::Number(5.0)];
-        let r = Record { event: &ev, features: &[], model: &[] };
-        assert_eq!(r.get(c.lookup("event.amount").unwrap().slot), &Value::Number(5.0));
+        let ev = [
+            Value::Missing,
+            Value::Missing,
+            Value::Missing,
+            Value::Number(5.0),
+        ];
+        let r = Record {
+            event: &ev,
+            features: &[],
+            model: &[],
+        };
+        assert_eq!(
+            r.get(c.lookup("event.amount").unwrap().slot),
+            &Value::Number(5.0)
+        );
         assert_eq!(r.get(m), &Value::Missing);
     }
 }

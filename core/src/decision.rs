@@ -84,10 +84,7 @@ pub struct Decision {
     /// From the moment the event was read to the decision being handed to
     /// the output.
     pub latency_us: u64,
-    #[serde(
-        serialize_with = "ser_rfc3339",
-        deserialize_with = "de_rfc3339"
-    )]
+    #[serde(serialize_with = "ser_rfc3339", deserialize_with = "de_rfc3339")]
     pub decided_at: i64,
 }
 
@@ -104,9 +101,18 @@ fn de_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Position {
-    File { file: String, line: u64 },
-    Kafka { topic: String, partition: i32, offset: i64 },
-    Http { http: String },
+    File {
+        file: String,
+        line: u64,
+    },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    Http {
+        http: String,
+    },
 }
 
 impl fmt::Display for Position {
@@ -236,7 +242,13 @@ mod tests {
 
     #[test]
     fn base64_round_trips() {
-        for bytes in [&b""[..], b"\xff", b"\xff\x00", b"\xff\x00\x80", b"hello \xc3("] {
+        for bytes in [
+            &b""[..],
+            b"\xff",
+            b"\xff\x00",
+            b"\xff\x00\x80",
+            b"hello \xc3(",
+        ] {
             assert_eq!(unbase64(&base64(bytes)), bytes);
         }
         assert_eq!(base64(b"Man"), "TWFu");

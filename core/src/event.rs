@@ -105,7 +105,9 @@ impl RejectionKind {
 /// it names the field and what was expected, so a person can fix the sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error("event is {size} bytes, over the limit of {limit} bytes (raise `max_event_bytes` if such events are legitimate)")]
+    #[error(
+        "event is {size} bytes, over the limit of {limit} bytes (raise `max_event_bytes` if such events are legitimate)"
+    )]
     TooLarge { size: usize, limit: usize },
     #[error("not valid JSON: {message}")]
     NotJson { message: String },
@@ -119,7 +121,9 @@ pub enum Rejection {
         expected: &'static str,
         found: String,
     },
-    #[error("field `{field}`: {message}; use RFC 3339 (2026-11-24T08:15:30.250Z) or epoch milliseconds")]
+    #[error(
+        "field `{field}`: {message}; use RFC 3339 (2026-11-24T08:15:30.250Z) or epoch milliseconds"
+    )]
     BadTimestamp { field: String, message: String },
     #[error("field `{field}`: {message}")]
     InvalidValue { field: String, message: String },
@@ -402,7 +406,9 @@ fn epoch_ms(n: f64) -> Leaf {
     if n.fract() == 0.0 && (0.0..=MAX_EPOCH_MS as f64).contains(&n) {
         Leaf::Ok(Value::Timestamp(n as i64))
     } else {
-        Leaf::BadTimestamp(format!("{n} is not epoch milliseconds between 1970 and 9999"))
+        Leaf::BadTimestamp(format!(
+            "{n} is not epoch milliseconds between 1970 and 9999"
+        ))
     }
 }
 

@@ -22,6 +22,6 @@ mod value;
 pub use catalogue::{Catalogue, CatalogueEntry, Namespace, Record, Slot};
 pub use decision::{Action, DeadLetter, Decision, Hit, Position, Scores};
 pub use error::CoreError;
-pub use event::{Event, EventParser, Rejection, RejectionKind, DEFAULT_MAX_EVENT_BYTES};
-pub use schema::{FieldDef, Schema, EVENT_ID_SLOT, EVENT_TYPE_SLOT, TIMESTAMP_SLOT};
+pub use event::{DEFAULT_MAX_EVENT_BYTES, Event, EventParser, Rejection, RejectionKind};
+pub use schema::{EVENT_ID_SLOT, EVENT_TYPE_SLOT, FieldDef, Schema, TIMESTAMP_SLOT};
 pub use value::{Value, ValueType};

@@ -218,8 +218,10 @@ mod tests {
 
     #[test]
     fn builtins_come_first() {
-        let s = parse("[fields]\namount = \"number\"\nuser_id = { type = \"string\", required = true }\n")
-            .unwrap();
+        let s = parse(
+            "[fields]\namount = \"number\"\nuser_id = { type = \"string\", required = true }\n",
+        )
+        .unwrap();
         assert_eq!(s.slot("event_id"), Some(EVENT_ID_SLOT));
         assert_eq!(s.slot("event.timestamp"), Some(TIMESTAMP_SLOT));
         assert_eq!(s.slot("amount"), Some(3));
@@ -229,13 +231,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_declarations() {
-        let e = parse("[fields]\namount = \"money\"\n").unwrap_err().to_string();
+        let e = parse("[fields]\namount = \"money\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown type `money`"), "{e}");
         let e = parse("[fields]\na = \"string\"\n\"a.b\" = \"string\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("`a.b`"), "{e}");
-        let e = parse("[fields]\ntimestamp = \"number\"\n").unwrap_err().to_string();
+        let e = parse("[fields]\ntimestamp = \"number\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("built in"), "{e}");
         let e = parse("[felds]\n").unwrap_err().to_string();
         assert!(e.contains("schema.toml"), "{e}");

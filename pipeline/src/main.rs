@@ -1,1 +1,42 @@
-fn main() {}
+//! The `verdict` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use verdict::logging::{self, LogFormat};
+use verdict::replay;
+
+/// Verdict: a real-time risk-decision engine. It decides approve, review or
+/// deny for each event (loan application, payment, login) from its
+/// features, a model score and the analysts' rules.
+#[derive(Debug, Parser)]
+#[command(name = "verdict", version, propagate_version = true)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide a JSON-lines file of events, in order, writing decisions and
+    /// dead letters.
+    Replay(replay::ReplayArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
