@@ -80,17 +80,18 @@ impl Engine {
     }
 
     /// Parses one event and reads-then-updates its features. Call in source
-    /// order. A bad event comes back as its dead-letter record.
+    /// order. A bad event comes back as its dead-letter record (boxed: rare,
+    /// and it keeps the common result small).
     pub fn prepare(
         &self,
         bytes: &[u8],
         position: impl FnOnce() -> Position,
         read_at: Instant,
-    ) -> Result<Prepared, DeadLetter> {
+    ) -> Result<Prepared, Box<DeadLetter>> {
         let mut timings = StageTimings::default();
         let event = match self.parser.parse(bytes) {
             Ok(event) => event,
-            Err(rejection) => return Err(DeadLetter::new(position(), &rejection, bytes)),
+            Err(rejection) => return Err(Box::new(DeadLetter::new(position(), &rejection, bytes))),
         };
         timings.parse = read_at.elapsed();
         Ok(Prepared {

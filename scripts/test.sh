@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one.
+#
+# Installs what the tests need (idempotently, quickly the second time), then
+# runs every crate's unit, integration and doc tests once, on one debug build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# promtool checks the /metrics output and the alert rules.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test: installing promtool (Debian package prometheus)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# ONNX Runtime and the Python tools the model tests use, in .verdict/venv.
+if [ -x scripts/ensure-python.sh ]; then
+  scripts/ensure-python.sh
+  ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
+  export ORT_DYLIB_PATH
+fi
+
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked
