@@ -570,10 +570,17 @@ impl Generator {
 
         // Weights of event shares per kind, divided by mean burst length, give
         // the probability that an arrival starts that kind of burst: each
-        // kind then contributes its configured share of lines. Night
-        // activity can only start at night, so at night it takes its whole
-        // share from what would have been organic traffic, and by day
-        // organic traffic takes it back.
+        // kind then contributes its configured share of lines.
+        //
+        // Night activity can only start at night, so by day organic traffic
+        // takes its share, and at night night activity takes a share `y` of
+        // events from organic traffic. Night arrivals then bring more events
+        // each (bursts are longer than one), so `y` is not simply the share
+        // divided by the night's share `s` of arrivals: with `W` the total
+        // day weight and `L` the mean burst length, night activity's share
+        // of all lines is `s·y / (s + (1−s)·(W − y·(1 − 1/L)) / W)`, which
+        // equals the configured share `e` for
+        // `y = e / (s + e·(1−s)·(1 − 1/L) / W)`.
         let fraud = |s: Scenario| config.fraud_rate * config.mix.share(s);
         let night = fraud(Scenario::NightActivity);
         let legit = 1.0 - config.fraud_rate - config.malformed_rate;
@@ -586,10 +593,11 @@ impl Generator {
             })
         };
         let day_weights = cumulative(weights(legit + night, 0.0));
-        let night_weights = cumulative(weights(
-            (legit + night - night / night_share).max(0.0),
-            night / night_share,
-        ));
+        let day_total = day_weights[6];
+        let burst = Scenario::NightActivity.mean_len();
+        let y =
+            night / (night_share + night * (1.0 - night_share) * (1.0 - 1.0 / burst) / day_total);
+        let night_weights = cumulative(weights((legit + night - y).max(0.0), y));
         let next_device = population.first_free_device();
         let start = config.start_ms as f64;
         Ok(Generator {
