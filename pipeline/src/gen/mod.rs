@@ -8,6 +8,9 @@
 //! real platform's traffic; the shapes below are plausible, the numbers are
 //! invented, and the labels are the generator's own.
 //!
+//! `gen` is a reserved word in Rust 2024, so code of that edition names this
+//! module `verdict::r#gen` (`use verdict::r#gen::{GenConfig, Generator};`).
+//!
 //! # Determinism
 //!
 //! Everything is drawn from seeded ChaCha8 streams and event time comes from
