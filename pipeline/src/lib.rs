@@ -8,5 +8,6 @@
 
 pub mod config;
 pub mod engine;
+pub mod r#gen;
 pub mod logging;
 pub mod replay;

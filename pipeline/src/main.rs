@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use verdict::r#gen::cli as gen_cli;
 use verdict::logging::{self, LogFormat};
 use verdict::replay;
 
@@ -24,6 +25,8 @@ enum Command {
     /// Decide a JSON-lines file of events, in order, writing decisions and
     /// dead letters.
     Replay(replay::ReplayArgs),
+    /// Generate labelled synthetic traffic (or its profile table).
+    Gen(gen_cli::GenArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Gen(args) => gen_cli::run(args),
     };
     match result {
         Ok(code) => code,
