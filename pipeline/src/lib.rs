@@ -8,5 +8,8 @@
 
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod replay;
+pub mod run;

@@ -24,6 +24,9 @@ enum Command {
     /// Decide a JSON-lines file of events, in order, writing decisions and
     /// dead letters.
     Replay(replay::ReplayArgs),
+    /// Consume events from Kafka, decide them and produce decisions and dead
+    /// letters; offsets are committed only after their outputs are acknowledged.
+    Run(verdict::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Run(args) => verdict::run::run(args),
     };
     match result {
         Ok(code) => code,
