@@ -70,16 +70,28 @@ fn produce_input(brokers: &str) {
 
 /// Reads a topic from the start until `want` records arrive (bounded wait).
 fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(String, serde_json::Value)> {
+    read_until(brokers, topic, &format!("reader-{topic}"), |out| {
+        out.len() >= want
+    })
+}
+
+/// Reads a topic from the start until `done` holds (bounded wait).
+fn read_until(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}"))
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
     let until = Instant::now() + Duration::from_secs(60);
-    while out.len() < want && Instant::now() < until {
+    while !done(&out) && Instant::now() < until {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
             out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
@@ -169,4 +181,120 @@ async fn decides_in_order_dead_letters_and_commits_after_ack() {
 
     let text = metrics.render();
     assert!(text.contains(&format!("verdict_events_total {}", USERS * PER_USER + BAD)));
+}
+
+fn pipeline(brokers: &str, metrics: Arc<Metrics>) -> Pipeline {
+    let config = config(brokers);
+    Pipeline {
+        engine: Arc::new(Engine::load(&config).unwrap()),
+        metrics,
+        kafka: config.kafka.clone(),
+    }
+}
+
+/// A pipeline killed mid-stream loses nothing: a fresh one resumes from the
+/// committed offsets, which never run ahead of acknowledged outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_resumes_without_loss() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+
+    let first = pipeline(&brokers, Arc::new(Metrics::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { first.run(s).await });
+    let b = brokers.clone();
+    let early = tokio::task::spawn_blocking(move || read_all(&b, "decisions", 20))
+        .await
+        .unwrap();
+    assert!(early.len() >= 20);
+    task.abort();
+    let _ = task.await;
+
+    let second = pipeline(&brokers, Arc::new(Metrics::new()));
+    let stop2 = Arc::new(AtomicBool::new(false));
+    let s = stop2.clone();
+    let task = tokio::spawn(async move { second.run(s).await });
+    let b = brokers.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        read_until(&b, "decisions", "reader-all", |out| {
+            let ids: std::collections::HashSet<&str> = out
+                .iter()
+                .map(|(_, d)| d["event_id"].as_str().unwrap())
+                .collect();
+            ids.len() >= USERS * PER_USER
+        })
+    })
+    .await
+    .unwrap();
+    stop2.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+    let ids: std::collections::HashSet<String> = all
+        .iter()
+        .map(|(_, d)| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    for user in 0..USERS {
+        for seq in 0..PER_USER {
+            assert!(
+                ids.contains(&format!("e-{user}-{seq:04}")),
+                "lost e-{user}-{seq:04}"
+            );
+        }
+    }
+}
+
+/// `/metrics` is valid Prometheus text (checked by promtool) and `/healthz`
+/// answers.
+#[tokio::test]
+async fn metrics_endpoint_passes_promtool() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let metrics = Arc::new(Metrics::new());
+    metrics.event();
+    metrics.dead_letter("not_json");
+    metrics.decision("approve", 640, &Default::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(verdict::http::serve(listener, metrics));
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
+    let response = get("/metrics").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    assert!(body.contains("verdict_decisions_total{outcome=\"approve\"} 1"));
+    let mut child = std::process::Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
