@@ -298,3 +298,63 @@ async fn metrics_endpoint_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The binary stops on SIGTERM after draining and committing, exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_exits_zero() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(root)
+        .args(["run", "--config", "verdict.toml"])
+        .env("VERDICT_KAFKA__BROKERS", &brokers)
+        .env("VERDICT_HTTP__LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = brokers.clone();
+    let decisions =
+        tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
+            .await
+            .unwrap();
+    assert_eq!(decisions.len(), USERS * PER_USER);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(code.success(), "exit status {code}");
+
+    let committed: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "verdict")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("events", p);
+    }
+    let offsets = committed
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let total: i64 = offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total as usize, USERS * PER_USER + BAD);
+}
