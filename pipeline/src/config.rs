@@ -91,12 +91,18 @@ impl Default for KafkaConfig {
 pub struct HttpConfig {
     /// Address `/metrics` and `/healthz` are served on.
     pub listen: String,
+    /// The bearer token of `/admin/*`; without one they answer 401.
+    pub admin_token: Option<String>,
+    /// `POST /v1/decisions` bodies larger than this are refused (413).
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:9464".into(),
+            admin_token: None,
+            max_body_bytes: 65536,
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct Pipeline {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub kafka: KafkaConfig,
+    /// Set while the consumer holds an assignment (`/readyz`).
+    pub ready: Arc<AtomicBool>,
 }
 
 impl Pipeline {
@@ -91,7 +93,16 @@ impl Pipeline {
         let commit_every = Duration::from_millis(k.commit_interval_ms);
         let mut out = Vec::with_capacity(1024);
         let mut stored = false;
+        let mut last_ready_check = Instant::now() - commit_every;
         while !stop.load(Ordering::Relaxed) {
+            if last_ready_check.elapsed() >= commit_every {
+                let assigned = consumer
+                    .assignment()
+                    .map(|a| a.count() > 0)
+                    .unwrap_or(false);
+                self.ready.store(assigned, Ordering::Relaxed);
+                last_ready_check = Instant::now();
+            }
             // Settle acknowledged records first; wait when the window is full.
             while window.len() >= k.max_in_flight.max(1) {
                 if let Some(r) = window.next().await {
@@ -236,10 +247,12 @@ pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
     }
     let engine = Arc::new(Engine::load(&config)?);
     let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
     let pipeline = Pipeline {
-        engine,
+        engine: engine.clone(),
         metrics: metrics.clone(),
         kafka: config.kafka.clone(),
+        ready: ready.clone(),
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     rt.block_on(async move {
@@ -248,7 +261,15 @@ pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
         tracing::info!(url = %format!("http://{}/metrics", config.http.listen), "serving metrics");
-        tokio::spawn(crate::http::serve(listener, metrics));
+        let state = crate::http::AppState {
+            metrics,
+            engine: Some(engine),
+            admin: None,
+            admin_token: config.http.admin_token.clone(),
+            ready: ready.clone(),
+            max_body_bytes: config.http.max_body_bytes,
+        };
+        tokio::spawn(crate::http::serve(listener, state));
         let s = stop.clone();
         tokio::spawn(async move {
             crate::http::shutdown_signal().await;

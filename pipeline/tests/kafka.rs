@@ -118,6 +118,7 @@ async fn decides_in_order_dead_letters_and_commits_after_ack() {
         engine: Arc::new(Engine::load(&config).unwrap()),
         metrics: metrics.clone(),
         kafka: config.kafka.clone(),
+        ready: Default::default(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -189,6 +190,7 @@ fn pipeline(brokers: &str, metrics: Arc<Metrics>) -> Pipeline {
         engine: Arc::new(Engine::load(&config).unwrap()),
         metrics,
         kafka: config.kafka.clone(),
+        ready: Default::default(),
     }
 }
 
@@ -261,7 +263,10 @@ async fn metrics_endpoint_passes_promtool() {
     metrics.decision("approve", 640, &Default::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(verdict::http::serve(listener, metrics));
+    tokio::spawn(verdict::http::serve(
+        listener,
+        verdict::http::AppState::metrics_only(metrics),
+    ));
     let get = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
