@@ -119,13 +119,15 @@ async fn decide(State(s): State<AppState>, body: Bytes) -> Response {
 }
 
 /// The admin interface when the request carries the configured token.
-fn authorised<'a>(s: &'a AppState, headers: &HeaderMap) -> Result<&'a Arc<dyn Admin>, Response> {
+fn authorised<'a>(
+    s: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a Arc<dyn Admin>, (StatusCode, &'static str)> {
     let unauthorised = || {
         (
             StatusCode::UNAUTHORIZED,
             "a valid bearer token is required\n",
         )
-            .into_response()
     };
     let Some(token) = s.admin_token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(unauthorised());
@@ -139,7 +141,7 @@ fn authorised<'a>(s: &'a AppState, headers: &HeaderMap) -> Result<&'a Arc<dyn Ad
     }
     s.admin
         .as_ref()
-        .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "no admin interface\n").into_response())
+        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no admin interface\n"))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -160,21 +162,21 @@ fn reload_result(r: Result<String, String>) -> Response {
 async fn reload_rules(State(s): State<AppState>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
         Ok(admin) => reload_result(admin.reload_rules()),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn reload_model(State(s): State<AppState>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
         Ok(admin) => reload_result(admin.reload_model()),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn versions(State(s): State<AppState>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
         Ok(admin) => axum::Json(admin.versions()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
