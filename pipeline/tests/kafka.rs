@@ -261,6 +261,13 @@ async fn metrics_endpoint_passes_promtool() {
     metrics.event();
     metrics.dead_letter("not_json");
     metrics.decision("approve", 640, &Default::default());
+    metrics.set_consumer_lag("events", 0, 12);
+    metrics.rule_hit("model_high_risk");
+    metrics.observe_model_batch(8);
+    metrics.model_timeout();
+    metrics.set_versions("rs-1", "m-1");
+    metrics.reload("rules", true);
+    metrics.set_feature_store(10, 4096);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(verdict::http::serve(
