@@ -61,6 +61,10 @@ pub struct KafkaConfig {
     pub max_in_flight: usize,
     /// How often stored offsets are committed, in milliseconds.
     pub commit_interval_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight records may take to be
+    /// acknowledged and committed, in milliseconds; past it Verdict exits
+    /// non-zero without committing them (they are decided again on restart).
+    pub shutdown_timeout_ms: u64,
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
     /// applied after Verdict's own.
     pub consumer_properties: std::collections::BTreeMap<String, String>,
@@ -79,6 +83,7 @@ impl Default for KafkaConfig {
             dead_letters_topic: "dead-letters".into(),
             max_in_flight: 10_000,
             commit_interval_ms: 1_000,
+            shutdown_timeout_ms: 30_000,
             consumer_properties: Default::default(),
             producer_properties: Default::default(),
         }

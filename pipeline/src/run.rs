@@ -174,8 +174,21 @@ impl Pipeline {
             in_flight = window.len(),
             "stopping: draining in-flight records"
         );
-        while let Some(r) = window.next().await {
-            stored |= self.store(&consumer, r)?;
+        let bound = Duration::from_millis(k.shutdown_timeout_ms);
+        let drained = tokio::time::timeout(bound, async {
+            while let Some(r) = window.next().await {
+                stored |= self.store(&consumer, r)?;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        match drained {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!(
+                "in-flight records were not acknowledged within {} ms of the shutdown request; \
+                 their offsets are left uncommitted and they are decided again on restart",
+                k.shutdown_timeout_ms
+            ),
         }
         self.metrics.set_in_flight(0);
         if stored {
