@@ -26,6 +26,33 @@ use crate::config::{Config, KafkaConfig};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 
+/// Logs one line per rebalance. Offsets of records still in flight when
+/// partitions are revoked are not committed, so the new owner decides them
+/// again: duplicates are possible across a rebalance, losses are not.
+pub struct RebalanceLog;
+
+impl rdkafka::ClientContext for RebalanceLog {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceLog {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "rebalance: partitions assigned")
+            }
+            rdkafka::consumer::Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "rebalance: partitions revoked")
+            }
+            rdkafka::consumer::Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance failed")
+            }
+        }
+    }
+}
+
 /// Run the Kafka pipeline until SIGINT/SIGTERM.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -77,8 +104,8 @@ impl Pipeline {
     /// returns.
     pub async fn run(&self, stop: Arc<AtomicBool>) -> Result<()> {
         let k = &self.kafka;
-        let consumer: StreamConsumer = consumer_config(k)
-            .create()
+        let consumer: StreamConsumer<RebalanceLog> = consumer_config(k)
+            .create_with_context(RebalanceLog)
             .context("cannot create the Kafka consumer")?;
         let producer: FutureProducer = producer_config(k)
             .create()
@@ -215,7 +242,7 @@ impl Pipeline {
     /// refused stops the pipeline: its offset must not be committed.
     fn store(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &StreamConsumer<RebalanceLog>,
         (partition, offset, acked): (
             i32,
             i64,
@@ -241,7 +268,7 @@ impl Pipeline {
     }
 }
 
-fn commit(consumer: &StreamConsumer, mode: CommitMode) -> Result<()> {
+fn commit(consumer: &StreamConsumer<RebalanceLog>, mode: CommitMode) -> Result<()> {
     match consumer.commit_consumer_state(mode) {
         Ok(())
         | Err(rdkafka::error::KafkaError::ConsumerCommit(
