@@ -1,8 +1,13 @@
 //! `verdict.toml`: where the schema, rules, features and model live, and how
 //! the service runs.
 //!
-//! Order of precedence, lowest first: built-in defaults, the file, then
-//! command-line overrides. Unknown keys are errors, so a typo is never a
+//! Order of precedence, lowest first: built-in defaults, the file,
+//! environment variables, then command-line overrides. Every key can be set
+//! by an environment variable named `VERDICT_` + its path in upper case
+//! with `__` between levels: `VERDICT_KAFKA__BROKERS=b1:9092`,
+//! `VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS=10` (raw property names
+//! are lower-cased), `VERDICT_HTTP__LISTEN=0.0.0.0:9464`. A value is read as
+//! a TOML integer, float or boolean when it is one, else as a string. Unknown keys are errors, so a typo is never a
 //! silent default.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +20,12 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub engine: EngineConfig,
+    /// How `verdict run` reads events and writes decisions.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// The HTTP listener (`/metrics`, `/healthz`).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The folder the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -31,6 +42,76 @@ pub struct EngineConfig {
     pub max_event_bytes: usize,
 }
 
+/// The Kafka source and sinks of `verdict run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port` separated by commas.
+    pub brokers: String,
+    /// The consumer group every Verdict instance joins.
+    pub group_id: String,
+    /// Where events are read from.
+    pub events_topic: String,
+    /// Where decisions are written, keyed by `user_id`.
+    pub decisions_topic: String,
+    /// Where rejected events are written, keyed by their original key.
+    pub dead_letters_topic: String,
+    /// Decisions produced but not yet acknowledged by the broker, at most;
+    /// when reached, consumption waits, so a burst never grows memory.
+    pub max_in_flight: usize,
+    /// How often stored offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight records may take to be
+    /// acknowledged and committed, in milliseconds; past it Verdict exits
+    /// non-zero without committing them (they are decided again on restart).
+    pub shutdown_timeout_ms: u64,
+    /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
+    /// applied after Verdict's own.
+    pub consumer_properties: std::collections::BTreeMap<String, String>,
+    /// Raw librdkafka producer properties (`linger.ms`, `batch.size`,
+    /// `compression.type`, TLS, SASL), applied after Verdict's own.
+    pub producer_properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "verdict".into(),
+            events_topic: "events".into(),
+            decisions_topic: "decisions".into(),
+            dead_letters_topic: "dead-letters".into(),
+            max_in_flight: 10_000,
+            commit_interval_ms: 1_000,
+            shutdown_timeout_ms: 30_000,
+            consumer_properties: Default::default(),
+            producer_properties: Default::default(),
+        }
+    }
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address `/metrics` and `/healthz` are served on.
+    pub listen: String,
+    /// The bearer token of `/admin/*`; without one they answer 401.
+    pub admin_token: Option<String>,
+    /// `POST /v1/decisions` bodies larger than this are refused (413).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+            admin_token: None,
+            max_body_bytes: 65536,
+        }
+    }
+}
+
 fn default_max_event_bytes() -> usize {
     verdict_core::DEFAULT_MAX_EVENT_BYTES
 }
@@ -40,8 +121,15 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .with_context(|| format!("configuration {} is not valid", path.display()))?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("configuration {} is not valid TOML", path.display()))?;
+        apply_env(&mut table, std::env::vars())?;
+        let mut config: Config = table.try_into().with_context(|| {
+            format!(
+                "configuration {} (with VERDICT_* environment overrides) is not valid",
+                path.display()
+            )
+        })?;
         config.base = path
             .parent()
             .map(Path::to_path_buf)
@@ -56,6 +144,77 @@ impl Config {
         } else {
             self.base.join(path)
         }
+    }
+}
+
+/// Applies `VERDICT_A__B=value` variables onto the parsed file.
+/// `VERDICT_CONFIG` and `VERDICT_LOG` name no key and are skipped.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<()> {
+    for (name, value) in vars {
+        let Some(path) = name.strip_prefix("VERDICT_") else {
+            continue;
+        };
+        if !path.contains("__") {
+            continue;
+        }
+        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        let (last, parents) = keys.split_last().expect("split yields one part at least");
+        let mut at = &mut *table;
+        for key in parents {
+            let entry = at
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            at = entry.as_table_mut().with_context(|| {
+                format!("environment variable {name}: `{key}` is not a section")
+            })?;
+        }
+        let parsed = value
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .or_else(|_| value.parse::<f64>().map(toml::Value::Float))
+            .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
+            .unwrap_or_else(|_| toml::Value::String(value.clone()));
+        at.insert(last.clone(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let mut t: toml::Table =
+            toml::from_str("[engine]\nschema = \"s.toml\"\n[kafka]\nbrokers = \"a:1\"\n").unwrap();
+        apply_env(
+            &mut t,
+            [
+                ("VERDICT_KAFKA__BROKERS".into(), "b:2".into()),
+                ("VERDICT_KAFKA__MAX_IN_FLIGHT".into(), "7".into()),
+                (
+                    "VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS".into(),
+                    "x5".into(),
+                ),
+                ("VERDICT_CONFIG".into(), "other.toml".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
+        )
+        .unwrap();
+        let c: Config = t.try_into().unwrap();
+        assert_eq!(c.kafka.brokers, "b:2");
+        assert_eq!(c.kafka.max_in_flight, 7);
+        assert_eq!(c.kafka.producer_properties["linger.ms"], "x5");
+    }
+
+    #[test]
+    fn unknown_key_from_environment_is_an_error() {
+        let mut t: toml::Table = toml::from_str("[engine]\nschema = \"s.toml\"\n").unwrap();
+        apply_env(&mut t, [("VERDICT_KAFKA__BROKRS".into(), "b:2".into())]).unwrap();
+        assert!(t.try_into::<Config>().is_err());
     }
 }
 

@@ -9,5 +9,8 @@
 pub mod config;
 pub mod engine;
 pub mod r#gen;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod replay;
+pub mod run;

@@ -27,6 +27,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Generate labelled synthetic traffic (or its profile table).
     Gen(gen_cli::GenArgs),
+    /// Consume events from Kafka, decide them and produce decisions and dead
+    /// letters; offsets are committed only after their outputs are acknowledged.
+    Run(verdict::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
         Command::Gen(args) => gen_cli::run(args),
+        Command::Run(args) => verdict::run::run(args),
     };
     match result {
         Ok(code) => code,

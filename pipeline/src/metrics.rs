@@ -1,0 +1,239 @@
+//! Every metric Verdict exports, named in this one module so dashboards and
+//! alerts can rely on the names.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::engine::StageTimings;
+
+/// The service's metrics, registered once and shared by reference.
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounter,
+    decisions: IntCounterVec,
+    dead_letters: IntCounterVec,
+    latency: Histogram,
+    stage: prometheus::HistogramVec,
+    in_flight: IntGauge,
+    consumer_lag: IntGaugeVec,
+    rule_hits: IntCounterVec,
+    model_batch: Histogram,
+    model_timeouts: IntCounter,
+    info: IntGaugeVec,
+    reloads: IntCounterVec,
+    feature_entities: IntGauge,
+    feature_bytes: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+impl Metrics {
+    /// Builds and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let events = IntCounter::new("verdict_events_total", "Events read.").expect("valid metric");
+        let decisions = IntCounterVec::new(
+            Opts::new("verdict_decisions_total", "Decisions made, by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let dead_letters = IntCounterVec::new(
+            Opts::new("verdict_dead_letters_total", "Rejected events, by reason."),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "verdict_decision_latency_seconds",
+                "From reading an event to handing its decision to the output.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let stage = prometheus::HistogramVec::new(
+            HistogramOpts::new("verdict_stage_seconds", "Time spent in each stage.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "verdict_in_flight",
+            "Events read whose output is not yet acknowledged.",
+        )
+        .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "verdict_consumer_lag",
+                "Messages behind the end of each partition.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        let rule_hits = IntCounterVec::new(
+            Opts::new("verdict_rule_hits_total", "Times each rule matched."),
+            &["rule"],
+        )
+        .expect("valid metric");
+        let model_batch = Histogram::with_opts(
+            HistogramOpts::new("verdict_model_batch_size", "Events scored per model batch.")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        let model_timeouts = IntCounter::new(
+            "verdict_model_timeouts_total",
+            "Events decided without a score because the model missed its deadline.",
+        )
+        .expect("valid metric");
+        let info = IntGaugeVec::new(
+            Opts::new("verdict_info", "The rule set and model in use (value 1)."),
+            &["ruleset_version", "model_version"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("verdict_reloads_total", "Reloads, by component and result."),
+            &["component", "result"],
+        )
+        .expect("valid metric");
+        let feature_entities = IntGauge::new(
+            "verdict_feature_store_entities",
+            "Entities held in the feature store.",
+        )
+        .expect("valid metric");
+        let feature_bytes = IntGauge::new(
+            "verdict_feature_store_bytes",
+            "Approximate memory held by the feature store.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rule_hits.clone()),
+            Box::new(model_batch.clone()),
+            Box::new(model_timeouts.clone()),
+            Box::new(info.clone()),
+            Box::new(reloads.clone()),
+            Box::new(feature_entities.clone()),
+            Box::new(feature_bytes.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        for c in [
+            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decisions.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(latency.clone()),
+            Box::new(stage.clone()),
+            Box::new(in_flight.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            events,
+            decisions,
+            dead_letters,
+            latency,
+            stage,
+            in_flight,
+            consumer_lag,
+            rule_hits,
+            model_batch,
+            model_timeouts,
+            info,
+            reloads,
+            feature_entities,
+            feature_bytes,
+        }
+    }
+
+    /// Messages behind the end of a partition.
+    pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    /// One rule matched.
+    pub fn rule_hit(&self, rule: &str) {
+        self.rule_hits.with_label_values(&[rule]).inc();
+    }
+
+    /// One model batch scored.
+    pub fn observe_model_batch(&self, size: usize) {
+        self.model_batch.observe(size as f64);
+    }
+
+    /// One event's score missed its deadline.
+    pub fn model_timeout(&self) {
+        self.model_timeouts.inc();
+    }
+
+    /// The versions in use; replaces the previous pair.
+    pub fn set_versions(&self, ruleset_version: &str, model_version: &str) {
+        self.info.reset();
+        self.info
+            .with_label_values(&[ruleset_version, model_version])
+            .set(1);
+    }
+
+    /// One reload of `component` (`rules`, `model`, `features`) finished.
+    pub fn reload(&self, component: &str, succeeded: bool) {
+        let result = if succeeded { "success" } else { "failure" };
+        self.reloads.with_label_values(&[component, result]).inc();
+    }
+
+    /// The feature store's size.
+    pub fn set_feature_store(&self, entities: u64, bytes: u64) {
+        self.feature_entities.set(entities as i64);
+        self.feature_bytes.set(bytes as i64);
+    }
+
+    /// One event read.
+    pub fn event(&self) {
+        self.events.inc();
+    }
+
+    /// One decision made.
+    pub fn decision(&self, outcome: &str, latency_us: u64, timings: &StageTimings) {
+        self.decisions.with_label_values(&[outcome]).inc();
+        self.latency.observe(latency_us as f64 / 1e6);
+        for (name, d) in [
+            ("parse", timings.parse),
+            ("features", timings.features),
+            ("model", timings.model),
+            ("rules", timings.rules),
+        ] {
+            self.stage
+                .with_label_values(&[name])
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// One event rejected.
+    pub fn dead_letter(&self, reason: &str) {
+        self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// Events whose output is not yet acknowledged.
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(n as i64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into memory does not fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,137 @@
+//! The HTTP API: one event decided synchronously, bad events answered with
+//! their reason, admin endpoints refused without the bearer token.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
+use verdict::engine::Engine;
+use verdict::http::{Admin, AppState};
+use verdict::metrics::Metrics;
+
+struct FakeAdmin;
+
+impl Admin for FakeAdmin {
+    fn reload_rules(&self) -> Result<String, String> {
+        Ok("rules rs-2".into())
+    }
+    fn reload_model(&self) -> Result<String, String> {
+        Err("model file missing".into())
+    }
+    fn versions(&self) -> serde_json::Value {
+        serde_json::json!({"ruleset_version": "rs-2", "model_version": "m-1"})
+    }
+}
+
+async fn start(token: Option<&str>) -> std::net::SocketAddr {
+    let config = Config {
+        engine: EngineConfig {
+            schema: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schema.toml").into(),
+            max_event_bytes: 65536,
+        },
+        kafka: KafkaConfig::default(),
+        http: HttpConfig::default(),
+        base: Default::default(),
+    };
+    let state = AppState {
+        metrics: Arc::new(Metrics::new()),
+        engine: Some(Arc::new(Engine::load(&config).unwrap())),
+        admin: Some(Arc::new(FakeAdmin)),
+        admin_token: token.map(str::to_owned),
+        ready: Default::default(),
+        max_body_bytes: 4096,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(verdict::http::serve(listener, state));
+    addr
+}
+
+/// Sends one HTTP/1.0 request; answers (status, body).
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+const EVENT: &str = r#"{"event_id":"e-1","event_type":"payment","timestamp":"2026-11-24T08:15:30.250Z","user_id":"u_1","amount":5.0}"#;
+
+#[tokio::test]
+async fn decides_one_event() {
+    let addr = start(None).await;
+    let (status, body) = request(addr, "POST", "/v1/decisions", "", EVENT.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["event_id"], "e-1");
+    assert!(["approve", "review", "deny"].contains(&d["decision"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn bad_event_is_422_with_its_reason() {
+    let addr = start(None).await;
+    let (status, body) = request(addr, "POST", "/v1/decisions", "", b"{not json").await;
+    assert_eq!(status, 422);
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(d["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let (status, _) = request(addr, "POST", "/v1/decisions", "", &[b'x'; 10_000]).await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn admin_requires_the_bearer_token() {
+    let addr = start(Some("s3cret")).await;
+    assert_eq!(
+        request(addr, "GET", "/admin/versions", "", b"").await.0,
+        401
+    );
+    let wrong = "Authorization: Bearer nope\r\n";
+    assert_eq!(
+        request(addr, "POST", "/admin/reload/rules", wrong, b"")
+            .await
+            .0,
+        401
+    );
+    let right = "Authorization: Bearer s3cret\r\n";
+    let (status, body) = request(addr, "GET", "/admin/versions", right, b"").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("rs-2"));
+    assert_eq!(
+        request(addr, "POST", "/admin/reload/rules", right, b"")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        request(addr, "POST", "/admin/reload/model", right, b"")
+            .await
+            .0,
+        422
+    );
+    // Not ready until a consumer holds an assignment.
+    assert_eq!(request(addr, "GET", "/readyz", "", b"").await.0, 503);
+}
+
+#[tokio::test]
+async fn admin_without_a_configured_token_is_401() {
+    let addr = start(None).await;
+    let any = "Authorization: Bearer \r\n";
+    assert_eq!(
+        request(addr, "GET", "/admin/versions", any, b"").await.0,
+        401
+    );
+}

@@ -1,0 +1,372 @@
+//! `verdict run` against an in-process Kafka-protocol broker
+//! (librdkafka's mock cluster): order per partition, dead letters,
+//! offsets committed only after outputs are acknowledged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
+use verdict::engine::Engine;
+use verdict::metrics::Metrics;
+use verdict::run::Pipeline;
+
+const USERS: usize = 7;
+const PER_USER: usize = 40;
+const BAD: usize = 5;
+
+fn config(brokers: &str) -> Config {
+    Config {
+        engine: EngineConfig {
+            schema: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schema.toml").into(),
+            max_event_bytes: 65536,
+        },
+        kafka: KafkaConfig {
+            brokers: brokers.to_owned(),
+            max_in_flight: 16,
+            commit_interval_ms: 10,
+            ..KafkaConfig::default()
+        },
+        http: HttpConfig::default(),
+        base: Default::default(),
+    }
+}
+
+fn event(user: usize, seq: usize) -> String {
+    format!(
+        r#"{{"event_id":"e-{user}-{seq:04}","event_type":"payment","timestamp":"2026-11-24T08:15:30.250Z","user_id":"u_{user}","amount":{seq}.0}}"#
+    )
+}
+
+fn produce_input(brokers: &str) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for seq in 0..PER_USER {
+        for user in 0..USERS {
+            let key = format!("u_{user}");
+            let payload = event(user, seq);
+            producer
+                .send(BaseRecord::to("events").key(&key).payload(&payload))
+                .unwrap();
+        }
+    }
+    for i in 0..BAD {
+        let key = format!("bad_{i}");
+        producer
+            .send(BaseRecord::to("events").key(&key).payload("{not json"))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Reads a topic from the start until `want` records arrive (bounded wait).
+fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(String, serde_json::Value)> {
+    read_until(brokers, topic, &format!("reader-{topic}"), |out| {
+        out.len() >= want
+    })
+}
+
+/// Reads a topic from the start until `done` holds (bounded wait).
+fn read_until(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done(&out) && Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decides_in_order_dead_letters_and_commits_after_ack() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+
+    let config = config(&brokers);
+    let metrics = Arc::new(Metrics::new());
+    let pipeline = Pipeline {
+        engine: Arc::new(Engine::load(&config).unwrap()),
+        metrics: metrics.clone(),
+        kafka: config.kafka.clone(),
+        ready: Default::default(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { pipeline.run(s).await });
+
+    let b = brokers.clone();
+    let (decisions, dead) = tokio::task::spawn_blocking(move || {
+        (
+            read_all(&b, "decisions", USERS * PER_USER),
+            read_all(&b, "dead-letters", BAD),
+        )
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+
+    assert_eq!(decisions.len(), USERS * PER_USER);
+    let mut last: HashMap<String, String> = HashMap::new();
+    for (key, d) in &decisions {
+        let id = d["event_id"].as_str().unwrap().to_owned();
+        assert!(
+            id.starts_with(&format!("e-{}-", &key[2..])),
+            "{key} keyed {id}"
+        );
+        if let Some(prev) = last.insert(key.clone(), id.clone()) {
+            assert!(prev < id, "{key}: {prev} decided after {id}");
+        }
+    }
+    assert_eq!(last.len(), USERS);
+
+    assert_eq!(dead.len(), BAD);
+    for (key, d) in &dead {
+        assert!(key.starts_with("bad_"));
+        assert_eq!(d["original"], "{not json");
+        assert_eq!(d["position"]["topic"], "events");
+    }
+
+    // Every input offset is committed once the pipeline stops.
+    let committed: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "verdict")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("events", p);
+    }
+    let offsets = committed
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let total: i64 = offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total as usize, USERS * PER_USER + BAD);
+
+    let text = metrics.render();
+    assert!(text.contains(&format!("verdict_events_total {}", USERS * PER_USER + BAD)));
+}
+
+fn pipeline(brokers: &str, metrics: Arc<Metrics>) -> Pipeline {
+    let config = config(brokers);
+    Pipeline {
+        engine: Arc::new(Engine::load(&config).unwrap()),
+        metrics,
+        kafka: config.kafka.clone(),
+        ready: Default::default(),
+    }
+}
+
+/// A pipeline killed mid-stream loses nothing: a fresh one resumes from the
+/// committed offsets, which never run ahead of acknowledged outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_resumes_without_loss() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+
+    let first = pipeline(&brokers, Arc::new(Metrics::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { first.run(s).await });
+    let b = brokers.clone();
+    let early = tokio::task::spawn_blocking(move || read_all(&b, "decisions", 20))
+        .await
+        .unwrap();
+    assert!(early.len() >= 20);
+    task.abort();
+    let _ = task.await;
+
+    let second = pipeline(&brokers, Arc::new(Metrics::new()));
+    let stop2 = Arc::new(AtomicBool::new(false));
+    let s = stop2.clone();
+    let task = tokio::spawn(async move { second.run(s).await });
+    let b = brokers.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        read_until(&b, "decisions", "reader-all", |out| {
+            let ids: std::collections::HashSet<&str> = out
+                .iter()
+                .map(|(_, d)| d["event_id"].as_str().unwrap())
+                .collect();
+            ids.len() >= USERS * PER_USER
+        })
+    })
+    .await
+    .unwrap();
+    stop2.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+    let ids: std::collections::HashSet<String> = all
+        .iter()
+        .map(|(_, d)| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    for user in 0..USERS {
+        for seq in 0..PER_USER {
+            assert!(
+                ids.contains(&format!("e-{user}-{seq:04}")),
+                "lost e-{user}-{seq:04}"
+            );
+        }
+    }
+}
+
+/// `/metrics` is valid Prometheus text (checked by promtool) and `/healthz`
+/// answers.
+#[tokio::test]
+async fn metrics_endpoint_passes_promtool() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let metrics = Arc::new(Metrics::new());
+    metrics.event();
+    metrics.dead_letter("not_json");
+    metrics.decision("approve", 640, &Default::default());
+    metrics.set_consumer_lag("events", 0, 12);
+    metrics.rule_hit("model_high_risk");
+    metrics.observe_model_batch(8);
+    metrics.model_timeout();
+    metrics.set_versions("rs-1", "m-1");
+    metrics.reload("rules", true);
+    metrics.set_feature_store(10, 4096);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(verdict::http::serve(
+        listener,
+        verdict::http::AppState::metrics_only(metrics),
+    ));
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
+    let response = get("/metrics").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    assert!(body.contains("verdict_decisions_total{outcome=\"approve\"} 1"));
+    let mut child = std::process::Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The binary stops on SIGTERM after draining and committing, exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_exits_zero() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(root)
+        .args(["run", "--config", "verdict.toml"])
+        .env("VERDICT_KAFKA__BROKERS", &brokers)
+        .env("VERDICT_HTTP__LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = brokers.clone();
+    let decisions =
+        tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
+            .await
+            .unwrap();
+    assert_eq!(decisions.len(), USERS * PER_USER);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(code.success(), "exit status {code}");
+
+    let committed: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "verdict")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("events", p);
+    }
+    let offsets = committed
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let total: i64 = offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total as usize, USERS * PER_USER + BAD);
+}
