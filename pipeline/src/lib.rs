@@ -7,6 +7,7 @@
 //! moves bytes.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod r#gen;
 pub mod http;

@@ -30,6 +30,9 @@ enum Command {
     /// Consume events from Kafka, decide them and produce decisions and dead
     /// letters; offsets are committed only after their outputs are acknowledged.
     Run(verdict::run::RunArgs),
+    /// Run the whole pipeline on an embedded broker with generated traffic,
+    /// with a live progress line and a summary.
+    Demo(verdict::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Gen(args) => gen_cli::run(args),
         Command::Run(args) => verdict::run::run(args),
+        Command::Demo(args) => verdict::demo::run(args),
     };
     match result {
         Ok(code) => code,
