@@ -257,11 +257,13 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         let total = produced.load(Ordering::Relaxed);
         let drain_until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < drain_until && !pipeline_task.is_finished() {
-            let t = tally.lock().expect("tally lock");
-            if t.decisions + t.dead_letters >= total {
+            let accounted = {
+                let t = tally.lock().expect("tally lock");
+                t.decisions + t.dead_letters
+            };
+            if accounted >= total {
                 break;
             }
-            drop(t);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         stop_pipeline.store(true, Ordering::Relaxed);
@@ -504,7 +506,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
-        } else if n % 5 == 0 {
+        } else if n.is_multiple_of(5) {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
