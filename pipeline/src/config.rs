@@ -65,6 +65,17 @@ pub struct KafkaConfig {
     /// acknowledged and committed, in milliseconds; past it Verdict exits
     /// non-zero without committing them (they are decided again on restart).
     pub shutdown_timeout_ms: u64,
+    /// Consumer-group members this instance runs, each deciding its own
+    /// partitions in parallel (default: one per core).
+    pub lanes: Option<usize>,
+    /// Exactly-once: decisions, dead letters and input offsets are committed
+    /// together in Kafka transactions, so a `read_committed` reader sees each
+    /// decision once even across crashes. Needs a broker with transactions.
+    pub exactly_once: bool,
+    /// Prefix of the transactional ids (`<prefix>-lane-<n>`); it must be
+    /// stable across restarts of one instance and unique per instance.
+    /// Default: the group id and the host name.
+    pub transactional_id: Option<String>,
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
     /// applied after Verdict's own.
     pub consumer_properties: std::collections::BTreeMap<String, String>,
@@ -84,9 +95,35 @@ impl Default for KafkaConfig {
             max_in_flight: 10_000,
             commit_interval_ms: 1_000,
             shutdown_timeout_ms: 30_000,
+            lanes: None,
+            exactly_once: false,
+            transactional_id: None,
             consumer_properties: Default::default(),
             producer_properties: Default::default(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// How many lanes run: the configured number, else one per core.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// The prefix of this instance's transactional ids.
+    pub fn transactional_id_prefix(&self) -> String {
+        if let Some(id) = &self.transactional_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "verdict".into());
+        format!("{}-{host}", self.group_id)
     }
 }
 

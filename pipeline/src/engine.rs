@@ -48,6 +48,8 @@ pub struct Decided {
     /// The event's `user_id` (the output key), when it has one.
     pub key: Option<Arc<str>>,
     pub timings: StageTimings,
+    /// The model missed its deadline and the decision was made without it.
+    pub model_timed_out: bool,
 }
 
 /// Everything that decides, built once from the configuration.
@@ -133,6 +135,7 @@ impl Engine {
             decision,
             key,
             timings,
+            model_timed_out: false,
         }
     }
 }

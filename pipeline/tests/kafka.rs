@@ -260,7 +260,7 @@ async fn metrics_endpoint_passes_promtool() {
     let metrics = Arc::new(Metrics::new());
     metrics.event();
     metrics.dead_letter("not_json");
-    metrics.decision("approve", 640, &Default::default());
+    metrics.decision(verdict_core::Action::Approve, 640, &Default::default());
     metrics.set_consumer_lag("events", 0, 12);
     metrics.rule_hit("model_high_risk");
     metrics.observe_model_batch(8);
