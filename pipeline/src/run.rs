@@ -135,6 +135,7 @@ impl Pipeline {
             exactly_once = self.kafka.exactly_once,
             "consuming"
         );
+        let finished = Arc::new(tokio::sync::Barrier::new(lanes));
         let assigned: Arc<Vec<AtomicBool>> =
             Arc::new((0..lanes).map(|_| AtomicBool::new(false)).collect());
         let mut tasks = tokio::task::JoinSet::new();
@@ -146,6 +147,7 @@ impl Pipeline {
                 kafka: self.kafka.clone(),
                 assigned: assigned.clone(),
                 ready: self.ready.clone(),
+                finished: finished.clone(),
             };
             let stop = stop.clone();
             tasks.spawn(async move { lane.run(stop).await });
@@ -177,10 +179,15 @@ struct Lane {
     kafka: KafkaConfig,
     assigned: Arc<Vec<AtomicBool>>,
     ready: Arc<AtomicBool>,
+    /// Lanes leave the group only once all have committed, so that one
+    /// leaving does not rebalance the others out of their last commit.
+    finished: Arc<tokio::sync::Barrier>,
 }
 
 /// What the window yields for one event, in read order.
 struct Done {
+    /// The assignment generation the event was read in.
+    generation: u64,
     partition: i32,
     offset: i64,
     output: Output,
@@ -242,7 +249,10 @@ impl Lane {
                 last_ready_check = Instant::now();
             }
             if last_commit.elapsed() >= commit_every {
-                self.commit(&consumer, &producer, &tracks, CommitMode::Async)?;
+                match self.commit(&consumer, &producer, &tracks, CommitMode::Async) {
+                    Err(e) if !e.is::<Deferred>() => return Err(e),
+                    _ => {}
+                }
                 last_commit = Instant::now();
             }
             let in_flight = deciding.len() + tracks.pending();
@@ -261,6 +271,7 @@ impl Lane {
                         }
                     };
                     let read_at = Instant::now();
+                    let generation = tracks.generation.load(Ordering::Acquire);
                     self.metrics.event();
                     let (partition, offset) = (msg.partition(), msg.offset());
                     let topic = msg.topic();
@@ -278,7 +289,7 @@ impl Lane {
                             Ok(p) => Output::Decision(engine.finish(p).await),
                             Err(dead) => Output::DeadLetter(dead, dead_key),
                         };
-                        Done { partition, offset, output }
+                        Done { generation, partition, offset, output }
                     });
                 }
                 _ = tracks.acked.notified(), if in_flight >= max_in_flight => {}
@@ -315,8 +326,9 @@ impl Lane {
             ),
         }
         tracks.check_failure()?;
-        self.commit(&consumer, &producer, &tracks, CommitMode::Sync)?;
+        self.commit_final(&consumer, &producer, &tracks).await?;
         self.metrics.set_in_flight(0);
+        let _ = tokio::time::timeout(bound, self.finished.wait()).await;
         tracing::info!(lane = self.id, "lane stopped; offsets committed");
         Ok(())
     }
@@ -356,9 +368,9 @@ impl Lane {
                 (&k.dead_letters_topic, key.as_slice())
             }
         };
-        if !tracks.will_produce(producer, done.partition, done.offset)? {
+        if !tracks.will_produce(producer, done.generation, done.partition, done.offset)? {
             // The partition was revoked while this event was decided: its
-            // new owner decides it again from the committed offset.
+            // owner decides it again from the committed offset.
             return Ok(());
         }
         let opaque = encode(done.partition, done.offset);
@@ -425,10 +437,60 @@ impl Lane {
         }
         match consumer.commit(&offsets, mode) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(KafkaError::ConsumerCommit(
+                code @ (RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId),
+            )) => {
+                // The group is rebalancing: the offsets stay safe and are
+                // committed on the next attempt (or by the revoke drain).
+                tracing::debug!(lane = self.id, ?code, "commit deferred by a rebalance");
+                tracks.lock().uncommit(&offsets);
+                Err(Deferred.into())
+            }
             Err(e) => Err(e).context("cannot commit offsets"),
         }
     }
+
+    /// The last commit, retried while the group rebalances (polling the
+    /// consumer so the rebalance completes), within the shutdown bound.
+    async fn commit_final(
+        &self,
+        consumer: &StreamConsumer<LaneContext>,
+        producer: &LaneProducer,
+        tracks: &Tracks,
+    ) -> Result<()> {
+        let until = Instant::now() + Duration::from_millis(self.kafka.shutdown_timeout_ms);
+        // Commit every safe offset again, synchronously: an earlier
+        // asynchronous commit may still be on its way when the consumer
+        // closes.
+        tracks.lock().uncommit_all();
+        loop {
+            match self.commit(consumer, producer, tracks, CommitMode::Sync) {
+                Err(e) if e.is::<Deferred>() && Instant::now() < until => {
+                    // Messages fetched now are not decided and their offsets
+                    // not committed: the next owner reads them.
+                    let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// A commit the group's rebalance deferred; retried later.
+#[derive(Debug)]
+struct Deferred;
+
+impl std::fmt::Display for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the commit was deferred by a consumer-group rebalance that did not settle in time",
+        )
+    }
+}
+
+impl std::error::Error for Deferred {}
 
 /// Packs an input position into the delivery opaque (no allocation per
 /// record): partition in the high 24 bits, offset in the low 40.
@@ -449,6 +511,9 @@ struct Tracks {
     failure: Mutex<Option<String>>,
     /// Woken on every acknowledgement, for a lane waiting on a full window.
     acked: tokio::sync::Notify,
+    /// Incremented on every revoke: an event read before it is not
+    /// produced after it, even if its partition comes back.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -460,6 +525,9 @@ struct TrackState {
     pending: usize,
     /// A transaction is open (exactly-once).
     in_txn: bool,
+    /// Offsets of revoked partitions whose commit the rebalance refused;
+    /// committed as soon as the rebalance completes.
+    orphans: Vec<(i32, i64)>,
 }
 
 #[derive(Default)]
@@ -478,6 +546,7 @@ impl Tracks {
             state: Mutex::default(),
             failure: Mutex::default(),
             acked: tokio::sync::Notify::new(),
+            generation: Default::default(),
         }
     }
 
@@ -499,9 +568,15 @@ impl Tracks {
     /// Records that the output of `offset` is about to be produced; false
     /// when its partition is no longer owned. Opens a transaction in
     /// exactly-once mode.
-    fn will_produce(&self, producer: &LaneProducer, partition: i32, offset: i64) -> Result<bool> {
+    fn will_produce(
+        &self,
+        producer: &LaneProducer,
+        generation: u64,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool> {
         let mut t = self.lock();
-        if !t.owned.contains(&partition) {
+        if generation != self.generation.load(Ordering::Acquire) || !t.owned.contains(&partition) {
             return Ok(false);
         }
         if self.exactly_once {
@@ -541,6 +616,21 @@ impl TrackState {
             }
         }
         tpl
+    }
+
+    /// A commit of `offsets` failed: they are committed next time.
+    fn uncommit(&mut self, offsets: &TopicPartitionList) {
+        for e in offsets.elements() {
+            if let Some(track) = self.partitions.get_mut(&e.partition()) {
+                track.committed = None;
+            }
+        }
+    }
+
+    fn uncommit_all(&mut self) {
+        for track in self.partitions.values_mut() {
+            track.committed = None;
+        }
     }
 
     /// An output was acknowledged: advance its partition's safe offset over
@@ -634,6 +724,7 @@ impl ConsumerContext for LaneContext {
         if parts.is_empty() {
             return;
         }
+        self.tracks.generation.fetch_add(1, Ordering::AcqRel);
         let result = if self.tracks.exactly_once {
             self.drain_transaction(consumer, &parts)
         } else {
@@ -649,17 +740,54 @@ impl ConsumerContext for LaneContext {
             Err(e) => tracing::warn!(
                 lane = self.lane,
                 partitions = ?parts,
-                error = %e,
+                error = format!("{e:#}"),
                 "rebalance: could not commit before giving partitions up; their new owner \
                  decides the uncommitted events again"
             ),
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            // An asynchronous commit failed (a rebalance, say): commit those
+            // offsets again on the next attempt.
+            tracing::debug!(lane = self.lane, error = %e, "commit failed; retried");
+            self.tracks.lock().uncommit(offsets);
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
         match rebalance {
             rdkafka::consumer::Rebalance::Assign(tpl) => {
                 let parts = partitions_of(&self.topic, tpl);
+                let orphans = std::mem::take(&mut self.tracks.lock().orphans);
+                if !orphans.is_empty() {
+                    let mut offsets = TopicPartitionList::new();
+                    for (p, o) in &orphans {
+                        let _ = offsets.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
+                    }
+                    match consumer.commit(&offsets, CommitMode::Sync) {
+                        Ok(()) => tracing::info!(
+                            lane = self.lane,
+                            partitions = orphans.len(),
+                            "rebalance: committed the offsets of partitions given up"
+                        ),
+                        Err(e) => tracing::warn!(
+                            lane = self.lane,
+                            error = %e,
+                            "rebalance: the offsets of partitions given up stay uncommitted; \
+                             their new owner decides those events again"
+                        ),
+                    }
+                }
                 let mut t = self.tracks.lock();
                 t.owned.extend(parts.iter().copied());
                 // A partition received again starts from its committed
@@ -697,10 +825,20 @@ impl LaneContext {
             offsets
         };
         let n = offsets.count();
-        if n > 0 {
-            consumer
-                .commit(&offsets, CommitMode::Sync)
-                .context("cannot commit offsets")?;
+        if n > 0
+            && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
+        {
+            // A group that is already rebalancing refuses commits: commit
+            // these as soon as it has settled (see `post_rebalance`).
+            self.tracks
+                .lock()
+                .orphans
+                .extend(offsets.elements().iter().filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                }));
+            return Err(e)
+                .context("cannot commit offsets now; retried when the rebalance completes");
         }
         Ok(n)
     }
