@@ -14,6 +14,16 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# A real Kafka-protocol broker for the end-to-end test (tansu), built once
+# into .verdict/bin (about 12 minutes on 2 cores the first time).
+TANSU_VERSION=0.6.0
+if ! .verdict/bin/tansu --version 2>/dev/null | grep -q " $TANSU_VERSION"; then
+  echo "test: building tansu $TANSU_VERSION into .verdict/bin (once)" >&2
+  cargo install tansu --version "$TANSU_VERSION" --features dynostore --root .verdict --locked
+fi
+VERDICT_TANSU="$PWD/.verdict/bin/tansu"
+export VERDICT_TANSU
+
 # ONNX Runtime and the Python tools the model tests use, in .verdict/venv.
 if [ -x scripts/ensure-python.sh ]; then
   scripts/ensure-python.sh
