@@ -40,6 +40,23 @@ pub struct EngineConfig {
     /// Events larger than this many bytes are dead-lettered unread.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// The rule folder (`*.rules`, read in file-name order). Without it
+    /// every event is approved with no hits and ruleset_version "none".
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+    /// How often the rule folder is checked for changes, in milliseconds
+    /// (0: only on an explicit reload).
+    #[serde(default = "default_rules_watch_ms")]
+    pub rules_watch_ms: u64,
+    /// Names the rules may use whose values come from outside this
+    /// configuration (`[features] "user.x" = "number"`, `[model] y =
+    /// "number"`); they read as missing until provided.
+    #[serde(default)]
+    pub declared: Option<PathBuf>,
+}
+
+fn default_rules_watch_ms() -> u64 {
+    1000
 }
 
 /// The Kafka source and sinks of `verdict run`.
@@ -265,6 +282,10 @@ pub struct EngineOverrides {
     /// Event schema file, instead of the configuration's.
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// Rule folder, instead of the configuration's (to replay traffic
+    /// through a candidate rule set, say).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 impl EngineOverrides {
@@ -274,6 +295,9 @@ impl EngineOverrides {
         let cwd = std::env::current_dir().unwrap_or_default();
         if let Some(p) = &self.schema {
             config.engine.schema = cwd.join(p);
+        }
+        if let Some(p) = &self.rules {
+            config.engine.rules = Some(cwd.join(p));
         }
         Ok(config)
     }

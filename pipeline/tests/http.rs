@@ -28,6 +28,11 @@ async fn start(token: Option<&str>) -> std::net::SocketAddr {
         engine: EngineConfig {
             schema: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schema.toml").into(),
             max_event_bytes: 65536,
+            rules: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rules").into()),
+            rules_watch_ms: 0,
+            declared: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/declared.toml").into(),
+            ),
         },
         kafka: KafkaConfig::default(),
         http: HttpConfig::default(),

@@ -35,6 +35,11 @@ fn config(brokers: &str) -> Config {
         engine: EngineConfig {
             schema: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schema.toml").into(),
             max_event_bytes: 65536,
+            rules: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rules").into()),
+            rules_watch_ms: 0,
+            declared: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/declared.toml").into(),
+            ),
         },
         kafka: KafkaConfig {
             brokers: brokers.to_owned(),
