@@ -14,4 +14,5 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod replay;
+pub mod rules_cli;
 pub mod run;

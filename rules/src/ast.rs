@@ -222,7 +222,7 @@ impl fmt::Display for Expr {
                 f.write_str(")")
             }
             ExprKind::Neg(e) => write!(f, "-({e})"),
-            ExprKind::Not(e) => write!(f, "not ({e})"),
+            ExprKind::Not(e) => write!(f, "(not ({e}))"),
             ExprKind::Binary { op, lhs, rhs } => write!(f, "({lhs} {} {rhs})", op.as_str()),
             ExprKind::In {
                 value,

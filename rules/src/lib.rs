@@ -22,4 +22,4 @@ pub mod ruleset;
 pub mod testing;
 
 pub use diag::{Diagnostic, Diagnostics, Source, Span};
-pub use ruleset::{Evaluation, Filter, Rule, RuleSet};
+pub use ruleset::{Evaluation, Expression, Filter, Rule, RuleSet};

@@ -42,6 +42,11 @@ impl Live {
         self.current.load()
     }
 
+    /// The rule set as an owned handle (to keep it past a swap).
+    pub fn load_full(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
     fn store(&self, set: RuleSet) {
         self.current.store(Arc::new(set));
     }

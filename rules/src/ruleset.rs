@@ -197,11 +197,19 @@ impl RuleSet {
                                     set: Arc::new(set),
                                 })
                             }
-                            Err(msg) => {
+                            Err(_) if !path.is_file() => {
                                 diags.push(
-                                    Diagnostic::at(src, *span, msg)
-                                        .with_help("the path is relative to the rule folder"),
+                                    Diagnostic::at(
+                                        src,
+                                        *span,
+                                        format!("the list file `{rel}` does not exist"),
+                                    )
+                                    .with_help("the path is relative to the rule folder"),
                                 );
+                                None
+                            }
+                            Err(msg) => {
+                                diags.push(Diagnostic::at(src, *span, msg));
                                 None
                             }
                         }
@@ -251,6 +259,12 @@ impl RuleSet {
             }
         }
         if !diags.is_empty() {
+            // In reading order: by file, then line and column.
+            diags.0.sort_by(|a, b| {
+                let key =
+                    |d: &Diagnostic| d.at.as_ref().map(|l| (l.file.clone(), l.line, l.column));
+                key(a).cmp(&key(b))
+            });
             return Err(diags);
         }
         let key = |r: &Rule| {
@@ -367,20 +381,20 @@ fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// A boolean expression of the rules language over one event, used by
-/// feature definitions (`event.event_type == "payment"`).
+/// One expression of the rules language, checked and compiled: what a
+/// filter is made of, and what tests evaluate.
 #[derive(Debug)]
-pub struct Filter {
+pub struct Expression {
     node: Node,
+    ty: ValueType,
     text: String,
 }
 
-impl Filter {
-    /// Checks and compiles a filter against the catalogue (only `event.*`
-    /// names are meaningful: a filter runs before features exist).
-    pub fn compile(text: &str, catalogue: &Catalogue) -> Result<Filter, Diagnostics> {
+impl Expression {
+    /// Parses, checks and compiles `text` against the catalogue.
+    pub fn compile(text: &str, catalogue: &Catalogue) -> Result<Expression, Diagnostics> {
         let src = Source {
-            path: PathBuf::from("<filter>"),
+            path: PathBuf::from("<expression>"),
             text: text.into(),
         };
         let mut diags = Diagnostics::default();
@@ -392,30 +406,74 @@ impl Filter {
         let Some(expr) = parse::parse_expr(&src, &mut diags) else {
             return Err(diags);
         };
-        let compiled = check::compile(&src, &expr, &scope, &mut diags);
-        match compiled {
-            Some((node, ValueType::Bool)) if diags.is_empty() => Ok(Filter {
+        match check::compile(&src, &expr, &scope, &mut diags) {
+            Some((node, ty)) if diags.is_empty() => Ok(Expression {
                 node,
+                ty,
                 text: text.to_owned(),
             }),
-            Some((_, ty)) if diags.is_empty() => {
-                diags.push(Diagnostic::at(
-                    &src,
-                    expr.span,
-                    format!("a filter is a bool, but this is a {ty}"),
-                ));
-                Err(diags)
-            }
             _ => Err(diags),
         }
     }
 
-    /// Whether the record passes (a missing result does not).
-    pub fn matches(&self, record: &Record<'_>) -> bool {
-        matches!(self.node.eval(record), V::Bool(true))
+    pub fn ty(&self) -> ValueType {
+        self.ty
     }
 
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The value for one record.
+    pub fn eval(&self, record: &Record<'_>) -> verdict_core::Value {
+        use verdict_core::Value;
+        match self.node.eval(record) {
+            V::Missing => Value::Missing,
+            V::Num(n) => Value::Number(n),
+            V::Str(s) => Value::String(Arc::from(s.as_ref())),
+            V::Bool(b) => Value::Bool(b),
+            V::Ts(t) => Value::Timestamp(t),
+        }
+    }
+
+    /// Whether the compiled form is a single constant (it was folded).
+    pub fn is_constant(&self) -> bool {
+        self.node.is_const()
+    }
+}
+
+/// A boolean expression of the rules language over one event, used by
+/// feature definitions (`event.event_type == "payment"`).
+#[derive(Debug)]
+pub struct Filter(Expression);
+
+impl Filter {
+    /// Checks and compiles a filter against the catalogue.
+    pub fn compile(text: &str, catalogue: &Catalogue) -> Result<Filter, Diagnostics> {
+        let e = Expression::compile(text, catalogue)?;
+        if e.ty != ValueType::Bool {
+            let src = Source {
+                path: PathBuf::from("<filter>"),
+                text: text.into(),
+            };
+            let mut diags = Diagnostics::default();
+            diags.push(Diagnostic::at(
+                &src,
+                crate::Span::new(0, text.len()),
+                format!("a filter is a bool, but this is a {}", e.ty),
+            ));
+            return Err(diags);
+        }
+        Ok(Filter(e))
+    }
+
+    /// Whether the record passes (a missing result does not).
+    #[inline]
+    pub fn matches(&self, record: &Record<'_>) -> bool {
+        matches!(self.0.node.eval(record), V::Bool(true))
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0.text
     }
 }
