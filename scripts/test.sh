@@ -24,12 +24,11 @@ fi
 VERDICT_TANSU="$PWD/.verdict/bin/tansu"
 export VERDICT_TANSU
 
-# ONNX Runtime and the Python tools the model tests use, in .verdict/venv.
-if [ -x scripts/ensure-python.sh ]; then
-  scripts/ensure-python.sh
-  ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
-  export ORT_DYLIB_PATH
-fi
+# The Python tools the tests use (the Kafka client of the end-to-end test),
+# in .verdict/venv.
+scripts/ensure-python.sh
+VERDICT_PYTHON="$(scripts/ensure-python.sh --python)"
+export VERDICT_PYTHON
 
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked
