@@ -275,6 +275,9 @@ impl Checker<'_, '_> {
                     BinOp::Gt => CmpOp::Gt,
                     _ => CmpOp::Ge,
                 };
+                if lt == T::Number {
+                    return Some((Node::NumCmp(cmp, ln, rn), T::Bool));
+                }
                 Some((Node::Cmp(cmp, ln, rn), T::Bool))
             }
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
@@ -442,6 +445,7 @@ pub fn fold(node: Node) -> Node {
         And(x, y) => And(b(x), b(y)),
         Or(x, y) => Or(b(x), b(y)),
         Cmp(op, x, y) => Cmp(op, b(x), b(y)),
+        NumCmp(op, x, y) => NumCmp(op, b(x), b(y)),
         Arith(op, x, y) => Arith(op, b(x), b(y)),
         In {
             value,
@@ -463,7 +467,9 @@ pub fn fold(node: Node) -> Node {
         Matches(a, re) => Matches(b(a), re),
         HourOfDay(a) => HourOfDay(b(a)),
         DaysBetween(x, y) => DaysBetween(b(x), b(y)),
-        leaf @ (Const(_) | Slot(_)) => return leaf,
+        leaf @ (Const(_) | Slot(_) | NumCmpConst(..) | StrEqConst(..) | SlotIn(..)) => {
+            return leaf;
+        }
     };
     let constant = match &node {
         Neg(a) | Not(a) | IsMissing(a) | Abs(a) | Lower(a) | HourOfDay(a) | Matches(a, _) => {
@@ -473,6 +479,7 @@ pub fn fold(node: Node) -> Node {
         And(x, y)
         | Or(x, y)
         | Cmp(_, x, y)
+        | NumCmp(_, x, y)
         | Arith(_, x, y)
         | Coalesce(x, y)
         | Min(x, y)
@@ -480,7 +487,7 @@ pub fn fold(node: Node) -> Node {
         | StartsWith(x, y)
         | Contains(x, y)
         | DaysBetween(x, y) => x.is_const() && y.is_const(),
-        Const(_) | Slot(_) => false,
+        Const(_) | Slot(_) | NumCmpConst(..) | StrEqConst(..) | SlotIn(..) => false,
     };
     if constant {
         let empty = Record {
@@ -505,5 +512,5 @@ pub fn compile(
 ) -> Option<Typed> {
     let mut c = Checker { src, scope, diags };
     let (node, ty) = c.check(e)?;
-    Some((fold(node), ty))
+    Some((crate::eval::specialise(fold(node)), ty))
 }

@@ -135,6 +135,105 @@ pub enum Node {
     Matches(Box<Node>, regex::Regex),
     HourOfDay(Box<Node>),
     DaysBetween(Box<Node>, Box<Node>),
+    /// `slot <op> number`: the commonest comparison, without building
+    /// values.
+    NumCmpConst(CmpOp, Slot, f64),
+    /// `slot == "text"` (or `!=` when `negated`).
+    StrEqConst(Slot, Arc<str>, bool),
+    /// `slot in list` (or `not in`), the slot read directly.
+    SlotIn(Slot, Arc<ListSet>, bool),
+    /// A comparison of two numeric expressions, computed as plain numbers.
+    NumCmp(CmpOp, Box<Node>, Box<Node>),
+}
+
+/// A condition's truth in three-valued logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    False,
+    True,
+    Missing,
+}
+
+impl From<bool> for Truth {
+    #[inline]
+    fn from(b: bool) -> Truth {
+        if b { Truth::True } else { Truth::False }
+    }
+}
+
+#[inline]
+fn order(op: CmpOp, x: f64, y: f64) -> bool {
+    match op {
+        CmpOp::Eq => x == y,
+        CmpOp::Ne => x != y,
+        CmpOp::Lt => x < y,
+        CmpOp::Le => x <= y,
+        CmpOp::Gt => x > y,
+        CmpOp::Ge => x >= y,
+    }
+}
+
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        other => other,
+    }
+}
+
+/// Rewrites the commonest shapes into their direct forms (after folding).
+pub fn specialise(node: Node) -> Node {
+    use Node::*;
+    let b = |n: Box<Node>| Box::new(specialise(*n));
+    match node {
+        Cmp(op, x, y) => match (*x, *y) {
+            (Slot(s), Const(self::Const::Number(c))) => NumCmpConst(op, s, c),
+            (Const(self::Const::Number(c)), Slot(s)) => NumCmpConst(flip(op), s, c),
+            (Slot(s), Const(self::Const::Str(c))) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                StrEqConst(s, c, op == CmpOp::Ne)
+            }
+            (Const(self::Const::Str(c)), Slot(s)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                StrEqConst(s, c, op == CmpOp::Ne)
+            }
+            (x, y) => Cmp(op, b(Box::new(x)), b(Box::new(y))),
+        },
+        NumCmp(op, x, y) => match (*x, *y) {
+            (Slot(s), Const(self::Const::Number(c))) => NumCmpConst(op, s, c),
+            (Const(self::Const::Number(c)), Slot(s)) => NumCmpConst(flip(op), s, c),
+            (x, y) => NumCmp(op, b(Box::new(x)), b(Box::new(y))),
+        },
+        In {
+            value,
+            set,
+            negated,
+        } => match *value {
+            Slot(s) => SlotIn(s, set, negated),
+            v => In {
+                value: b(Box::new(v)),
+                set,
+                negated,
+            },
+        },
+        Not(a) => Not(b(a)),
+        And(x, y) => And(b(x), b(y)),
+        Or(x, y) => Or(b(x), b(y)),
+        Neg(a) => Neg(b(a)),
+        Arith(op, x, y) => Arith(op, b(x), b(y)),
+        IsMissing(a) => IsMissing(b(a)),
+        Coalesce(x, y) => Coalesce(b(x), b(y)),
+        Abs(a) => Abs(b(a)),
+        Min(x, y) => Min(b(x), b(y)),
+        Max(x, y) => Max(b(x), b(y)),
+        Lower(a) => Lower(b(a)),
+        StartsWith(x, y) => StartsWith(b(x), b(y)),
+        Contains(x, y) => Contains(b(x), b(y)),
+        Matches(a, re) => Matches(b(a), re),
+        HourOfDay(a) => HourOfDay(b(a)),
+        DaysBetween(x, y) => DaysBetween(b(x), b(y)),
+        other => other,
+    }
 }
 
 const MS_PER_DAY: f64 = 86_400_000.0;
@@ -160,6 +259,84 @@ fn num_or_missing(n: Option<f64>) -> V<'static> {
 impl Node {
     pub fn is_const(&self) -> bool {
         matches!(self, Node::Const(_))
+    }
+
+    /// The truth of a boolean expression, without building values on the
+    /// common paths.
+    #[inline]
+    pub fn truth(&self, r: &Record<'_>) -> Truth {
+        match self {
+            Node::NumCmpConst(op, slot, c) => match r.get(*slot) {
+                Value::Number(x) => order(*op, *x, *c).into(),
+                _ => Truth::Missing,
+            },
+            Node::StrEqConst(slot, c, negated) => match r.get(*slot) {
+                Value::String(s) => ((s.len() == c.len() && **s == **c) != *negated).into(),
+                _ => Truth::Missing,
+            },
+            Node::SlotIn(slot, set, negated) => {
+                let found = match r.get(*slot) {
+                    Value::String(s) => set.strings.contains(&**s),
+                    Value::Number(n) => set.numbers.contains(&number_key(*n)),
+                    Value::Bool(b) => set.bools[usize::from(*b)],
+                    Value::Timestamp(_) => false,
+                    Value::Missing => return Truth::Missing,
+                };
+                (found != *negated).into()
+            }
+            Node::NumCmp(op, a, b) => match (a.number(r), b.number(r)) {
+                (Some(x), Some(y)) => order(*op, x, y).into(),
+                _ => Truth::Missing,
+            },
+            Node::And(a, b) => match a.truth(r) {
+                Truth::False => Truth::False,
+                ta => match (ta, b.truth(r)) {
+                    (_, Truth::False) => Truth::False,
+                    (Truth::True, Truth::True) => Truth::True,
+                    _ => Truth::Missing,
+                },
+            },
+            Node::Or(a, b) => match a.truth(r) {
+                Truth::True => Truth::True,
+                ta => match (ta, b.truth(r)) {
+                    (_, Truth::True) => Truth::True,
+                    (Truth::False, Truth::False) => Truth::False,
+                    _ => Truth::Missing,
+                },
+            },
+            Node::Not(a) => match a.truth(r) {
+                Truth::True => Truth::False,
+                Truth::False => Truth::True,
+                Truth::Missing => Truth::Missing,
+            },
+            other => match other.eval(r) {
+                V::Bool(b) => b.into(),
+                _ => Truth::Missing,
+            },
+        }
+    }
+
+    /// The value of a numeric expression (`None` when missing), without
+    /// building values on the common paths.
+    #[inline]
+    pub fn number(&self, r: &Record<'_>) -> Option<f64> {
+        match self {
+            Node::Const(Const::Number(n)) => Some(*n),
+            Node::Slot(s) => r.get(*s).as_number(),
+            Node::Arith(op, a, b) => {
+                let (x, y) = (a.number(r)?, b.number(r)?);
+                match op {
+                    ArithOp::Add => Some(x + y),
+                    ArithOp::Sub => Some(x - y),
+                    ArithOp::Mul => Some(x * y),
+                    ArithOp::Div if y == 0.0 => None,
+                    ArithOp::Div => Some(x / y),
+                }
+            }
+            Node::Neg(a) => a.number(r).map(|x| -x),
+            Node::Coalesce(a, b) => a.number(r).or_else(|| b.number(r)),
+            other => num(other.eval(r)),
+        }
     }
 
     /// The value of the expression for one record.
@@ -242,6 +419,13 @@ impl Node {
                 (Some(x), Some(y)) => V::Num((y - x) as f64 / MS_PER_DAY),
                 _ => V::Missing,
             },
+            Node::NumCmpConst(..) | Node::StrEqConst(..) | Node::SlotIn(..) | Node::NumCmp(..) => {
+                match self.truth(r) {
+                    Truth::True => V::Bool(true),
+                    Truth::False => V::Bool(false),
+                    Truth::Missing => V::Missing,
+                }
+            }
         }
     }
 }

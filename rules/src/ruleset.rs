@@ -322,7 +322,7 @@ impl RuleSet {
 impl Rule {
     #[inline]
     fn fires(&self, record: &Record<'_>) -> bool {
-        matches!(self.cond.eval(record), V::Bool(true))
+        self.cond.truth(record) == crate::eval::Truth::True
     }
 
     fn hit(&self) -> Hit {
@@ -470,7 +470,7 @@ impl Filter {
     /// Whether the record passes (a missing result does not).
     #[inline]
     pub fn matches(&self, record: &Record<'_>) -> bool {
-        matches!(self.0.node.eval(record), V::Bool(true))
+        self.0.node.truth(record) == crate::eval::Truth::True
     }
 
     pub fn text(&self) -> &str {
