@@ -138,6 +138,7 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
 
     let engine = Arc::new(Engine::load(&config)?);
     let metrics = Arc::new(Metrics::new());
+    engine.attach_metrics(metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let pipeline = Pipeline {
         engine: engine.clone(),
@@ -159,8 +160,8 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         let url = format!("http://{}/metrics", listener.local_addr()?);
         let state = crate::http::AppState {
             metrics,
-            engine: Some(engine),
-            admin: None,
+            engine: Some(engine.clone()),
+            admin: Some(engine),
             admin_token: config.http.admin_token.clone(),
             ready,
             max_body_bytes: config.http.max_body_bytes,

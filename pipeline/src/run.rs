@@ -880,6 +880,7 @@ pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
     }
     let engine = Arc::new(Engine::load(&config)?);
     let metrics = Arc::new(Metrics::new());
+    engine.attach_metrics(metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let pipeline = Pipeline {
         engine: engine.clone(),
@@ -896,8 +897,8 @@ pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
         tracing::info!(url = %format!("http://{}/metrics", listener.local_addr()?), "serving metrics");
         let state = crate::http::AppState {
             metrics,
-            engine: Some(engine),
-            admin: None,
+            engine: Some(engine.clone()),
+            admin: Some(engine),
             admin_token: config.http.admin_token.clone(),
             ready: ready.clone(),
             max_body_bytes: config.http.max_body_bytes,
