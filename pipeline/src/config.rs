@@ -26,6 +26,10 @@ pub struct Config {
     /// The HTTP listener (`/metrics`, `/healthz`).
     #[serde(default)]
     pub http: HttpConfig,
+    /// How the feature store behaves (its definitions are `[engine]
+    /// features`).
+    #[serde(default)]
+    pub features: FeaturesConfig,
     /// The folder the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -53,6 +57,52 @@ pub struct EngineConfig {
     /// "number"`); they read as missing until provided.
     #[serde(default)]
     pub declared: Option<PathBuf>,
+    /// The feature definitions (entities, windowed aggregates, batch
+    /// views). Without it rules see no features but the declared ones,
+    /// always missing.
+    #[serde(default)]
+    pub features: Option<PathBuf>,
+}
+
+/// The feature store's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Where the store is snapshotted on shutdown and restored from at
+    /// start (an Arrow IPC file). Without it features start empty.
+    pub snapshot: Option<PathBuf>,
+    /// Events up to this many seconds older than the newest seen still
+    /// update the windows; older ones are decided but not added (and
+    /// counted).
+    pub lateness_secs: u64,
+    /// Recent event ids remembered so that a redelivered event is counted
+    /// once.
+    pub dedup_capacity: usize,
+    /// Memory the store may hold, in MiB; beyond it the longest-idle
+    /// entities are evicted.
+    pub memory_budget_mb: u64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        let store = verdict_features::StoreConfig::default();
+        FeaturesConfig {
+            snapshot: None,
+            lateness_secs: store.lateness_secs,
+            dedup_capacity: store.dedup_capacity,
+            memory_budget_mb: store.memory_budget_mb,
+        }
+    }
+}
+
+impl FeaturesConfig {
+    pub fn store(&self) -> verdict_features::StoreConfig {
+        verdict_features::StoreConfig {
+            lateness_secs: self.lateness_secs,
+            dedup_capacity: self.dedup_capacity,
+            memory_budget_mb: self.memory_budget_mb,
+        }
+    }
 }
 
 fn default_rules_watch_ms() -> u64 {
@@ -286,6 +336,9 @@ pub struct EngineOverrides {
     /// through a candidate rule set, say).
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Feature definitions file, instead of the configuration's.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
 }
 
 impl EngineOverrides {
@@ -298,6 +351,9 @@ impl EngineOverrides {
         }
         if let Some(p) = &self.rules {
             config.engine.rules = Some(cwd.join(p));
+        }
+        if let Some(p) = &self.features {
+            config.engine.features = Some(cwd.join(p));
         }
         Ok(config)
     }

@@ -22,6 +22,7 @@ use verdict_core::{
     Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, Schema, Scores,
     ValueType,
 };
+use verdict_features::{FeatureDefs, FeatureStore, StoreStats};
 use verdict_rules::reload::{Live, ReloadObserver, Reloader};
 use verdict_rules::{Diagnostics, Evaluation, RuleSet};
 
@@ -42,6 +43,8 @@ pub struct StageTimings {
 #[derive(Debug)]
 pub struct Prepared {
     pub event: Event,
+    /// The features the event saw (indexed by feature slot).
+    pub features: Vec<verdict_core::Value>,
     /// When the source read the event: `latency_us` starts here.
     pub read_at: Instant,
     pub timings: StageTimings,
@@ -66,6 +69,12 @@ pub struct Engine {
     key_slot: Option<usize>,
     rules: Option<Rules>,
     observer: Arc<Observer>,
+    features: Option<Arc<FeatureStore>>,
+    /// Feature slots the record has (the store's and the declared ones).
+    feature_slots: usize,
+    snapshot: Option<std::path::PathBuf>,
+    /// Stops the background threads (rule watcher, batch refresh).
+    stop: Arc<AtomicBool>,
 }
 
 /// The serving rule set and what reloads it.
@@ -77,6 +86,7 @@ struct Rules {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(r) = &self.rules {
             r.stop_watch.store(true, Ordering::Relaxed);
         }
@@ -146,14 +156,37 @@ pub fn declare(catalogue: &mut Catalogue, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The catalogue a configuration gives rules: the event schema's fields and
-/// the declared names.
-pub fn catalogue(config: &Config, schema: &Schema) -> Result<Catalogue> {
+/// The catalogue a configuration gives rules, and the feature store that
+/// fills its feature slots: the event schema's fields, the features'
+/// names, then the declared names.
+pub fn catalogue_and_store(
+    config: &Config,
+    schema: &Schema,
+) -> Result<(Catalogue, Option<FeatureStore>)> {
     let mut catalogue = Catalogue::from_schema(schema);
+    let store = match &config.engine.features {
+        Some(p) => {
+            let path = config.resolve(p);
+            let defs = FeatureDefs::load(&path, schema)
+                .with_context(|| format!("loading the feature definitions {}", path.display()))?;
+            let store = FeatureStore::new(defs, &mut catalogue, config.features.store())
+                .context("loading the batch features")?;
+            for (entity, bytes) in store.bytes_per_entity() {
+                tracing::debug!(entity, bytes, "feature state per entity");
+            }
+            Some(store)
+        }
+        None => None,
+    };
     if let Some(p) = &config.engine.declared {
         declare(&mut catalogue, &config.resolve(p))?;
     }
-    Ok(catalogue)
+    Ok((catalogue, store))
+}
+
+/// The catalogue a configuration gives rules (see [`catalogue_and_store`]).
+pub fn catalogue(config: &Config, schema: &Schema) -> Result<Catalogue> {
+    Ok(catalogue_and_store(config, schema)?.0)
 }
 
 impl Engine {
@@ -162,7 +195,40 @@ impl Engine {
     pub fn load(config: &Config) -> Result<Engine> {
         let schema_path = config.resolve(&config.engine.schema);
         let schema = Arc::new(Schema::load(&schema_path).context("loading the event schema")?);
-        let catalogue = Arc::new(catalogue(config, &schema)?);
+        let (catalogue, store) = catalogue_and_store(config, &schema)?;
+        let catalogue = Arc::new(catalogue);
+        let stop = Arc::new(AtomicBool::new(false));
+        let snapshot = config.features.snapshot.as_ref().map(|p| config.resolve(p));
+        let features = store.map(Arc::new);
+        if let (Some(store), Some(path)) = (&features, &snapshot)
+            && path.exists()
+        {
+            {
+                let positions = store
+                    .restore(path)
+                    .context("restoring the feature snapshot (delete it to start empty)")?;
+                tracing::info!(?positions, "features resume from the snapshot");
+            }
+        }
+        if let Some(store) = &features
+            && let Some(every) = store.batch_refresh_every()
+        {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("batch-refresh".into())
+                .spawn(move || {
+                    let mut waited = Duration::ZERO;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        waited += Duration::from_millis(200);
+                        if waited >= every {
+                            waited = Duration::ZERO;
+                            let _ = store.refresh_batch();
+                        }
+                    }
+                })
+                .context("cannot start the batch refresh thread")?;
+        }
         let key_slot = schema.slot("user_id");
         let parser = EventParser::new(schema).with_max_bytes(config.engine.max_event_bytes);
         let observer = Arc::new(Observer::default());
@@ -200,12 +266,17 @@ impl Engine {
                 })
             }
         };
+        let feature_slots = catalogue.len(verdict_core::Namespace::Feature);
         Ok(Engine {
             parser,
             catalogue,
             key_slot,
             rules,
             observer,
+            features,
+            feature_slots,
+            snapshot,
+            stop,
         })
     }
 
@@ -232,6 +303,29 @@ impl Engine {
         }
     }
 
+    /// The feature store's counters, when there is one.
+    pub fn feature_stats(&self) -> Option<StoreStats> {
+        self.features.as_ref().map(|f| f.stats())
+    }
+
+    /// The feature store, when one is configured.
+    pub fn feature_store(&self) -> Option<&Arc<FeatureStore>> {
+        self.features.as_ref()
+    }
+
+    /// Writes the feature snapshot (when configured) covering `positions`.
+    pub fn snapshot_features(
+        &self,
+        positions: &std::collections::BTreeMap<String, i64>,
+    ) -> Result<()> {
+        if let (Some(store), Some(path)) = (&self.features, &self.snapshot) {
+            store
+                .snapshot(path, positions)
+                .context("writing the feature snapshot")?;
+        }
+        Ok(())
+    }
+
     /// Every name rules and models can refer to.
     pub fn catalogue(&self) -> &Arc<Catalogue> {
         &self.catalogue
@@ -252,8 +346,14 @@ impl Engine {
             Err(rejection) => return Err(Box::new(DeadLetter::new(position(), &rejection, bytes))),
         };
         timings.parse = read_at.elapsed();
+        let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
+        if let Some(store) = &self.features {
+            store.read_and_update(&event, &mut features);
+            timings.features = read_at.elapsed() - timings.parse;
+        }
         Ok(Prepared {
             event,
+            features,
             read_at,
             timings,
         })
@@ -268,6 +368,7 @@ impl Engine {
     fn conclude(&self, prepared: Prepared) -> Decided {
         let Prepared {
             event,
+            features,
             read_at,
             mut timings,
         } = prepared;
@@ -288,7 +389,7 @@ impl Engine {
                 let set = r.live.load();
                 let record = Record {
                     event: event.values(),
-                    features: &[],
+                    features: &features,
                     model: &[],
                 };
                 set.evaluate(&record, &mut eval);

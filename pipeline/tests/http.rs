@@ -25,9 +25,13 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
             declared: Some(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/declared.toml").into(),
             ),
+            features: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/features.toml").into(),
+            ),
         },
         kafka: KafkaConfig::default(),
         http: HttpConfig::default(),
+        features: Default::default(),
         base: Default::default(),
     };
     let metrics = Arc::new(Metrics::new());

@@ -40,6 +40,9 @@ fn config(brokers: &str) -> Config {
             declared: Some(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/declared.toml").into(),
             ),
+            features: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/features.toml").into(),
+            ),
         },
         kafka: KafkaConfig {
             brokers: brokers.to_owned(),
@@ -49,6 +52,7 @@ fn config(brokers: &str) -> Config {
             ..KafkaConfig::default()
         },
         http: HttpConfig::default(),
+        features: Default::default(),
         base: Default::default(),
     }
 }
