@@ -198,6 +198,20 @@ impl FeatureStore {
         s
     }
 
+    /// Every entity's state as a snapshot encodes it, ordered by kind and
+    /// key: two stores hold the same features exactly when these are equal.
+    pub fn encoded_entities(&self) -> BTreeMap<(usize, Box<str>), Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (e, map) in self.maps.iter().enumerate() {
+            for item in map.iter() {
+                let mut buf = Vec::new();
+                encode(item.value(), &mut buf);
+                out.insert((e, item.key().clone()), buf);
+            }
+        }
+        out
+    }
+
     /// Writes the whole store and the source `positions` it covers to
     /// `path` (atomically: a temporary file renamed into place).
     pub fn snapshot(

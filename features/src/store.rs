@@ -312,6 +312,11 @@ impl FeatureStore {
         }
     }
 
+    /// The newest event time the store has seen, if any.
+    pub fn watermark(&self) -> Option<i64> {
+        Some(self.watermark.load(Ordering::Acquire)).filter(|w| *w != i64::MIN)
+    }
+
     pub fn stats(&self) -> StoreStats {
         let mut entities = 0;
         let mut bytes = 0;

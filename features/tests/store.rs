@@ -1,0 +1,446 @@
+//! The store's promises beyond window arithmetic: redeliveries counted
+//! once, bounded memory, snapshots that restore exactly, batch views from
+//! Parquet, and definition errors that name the line.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use datafusion::arrow::array::{Float64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use verdict_core::{Catalogue, Value, ValueType};
+use verdict_features::{FeatureDefs, FeatureStore, StoreConfig, UpdateOutcome};
+
+fn ev(n: usize, t: i64, user: &str, device: &str, amount: i64) -> Ev {
+    Ev {
+        id: format!("e{n}"),
+        payment: n.is_multiple_of(3),
+        t,
+        user: user.into(),
+        device: Some(device.into()),
+        amount: Some(amount),
+    }
+}
+
+/// A deterministic stream over `users` users and 40 devices, one event a
+/// minute of event time, with some arriving a few minutes out of order.
+fn traffic(count: usize, users: usize) -> Vec<Ev> {
+    (0..count)
+        .map(|n| {
+            let jitter = if n % 7 == 0 { -180_000 } else { 0 };
+            ev(
+                n,
+                T0 + n as i64 * 60_000 + jitter,
+                &format!("u{}", (n * 7919) % users),
+                &format!("d{}", (n * 104_729) % 40),
+                (n as i64 * 37) % 900 + 10,
+            )
+        })
+        .collect()
+}
+
+fn run(store: &FeatureStore, catalogue: &Catalogue, events: &[Ev]) -> Vec<Vec<Value>> {
+    let parser = parser();
+    events
+        .iter()
+        .map(|e| {
+            let mut out = vec![Value::Missing; features_len(catalogue)];
+            store.read_and_update(&e.parse(&parser), &mut out);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn a_redelivered_event_is_added_once() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    let first = ev(1, T0, "u1", "d1", 100).parse(&parser);
+    assert_eq!(
+        store.read_and_update(&first, &mut out),
+        UpdateOutcome::Added
+    );
+    // The same message again, as Kafka redelivers it after a crash.
+    assert_eq!(
+        store.read_and_update(&first, &mut out),
+        UpdateOutcome::Duplicate
+    );
+    let next = ev(2, T0 + 1000, "u1", "d1", 50).parse(&parser);
+    assert_eq!(store.read_and_update(&next, &mut out), UpdateOutcome::Added);
+    assert_eq!(
+        get(&catalogue, &out, "feature.user.count_1h"),
+        &Value::Number(1.0)
+    );
+    assert_eq!(
+        get(&catalogue, &out, "feature.user.sum_1h"),
+        &Value::Number(100.0)
+    );
+    assert_eq!(store.stats().duplicates, 1);
+}
+
+#[test]
+fn the_dedup_window_is_bounded() {
+    let (store, catalogue) = store_of(
+        DEFS,
+        StoreConfig {
+            dedup_capacity: 4,
+            ..StoreConfig::default()
+        },
+    );
+    let events: Vec<Ev> = (0..6)
+        .map(|n| ev(n, T0 + n as i64 * 1000, "u1", "d1", 1))
+        .collect();
+    run(&store, &catalogue, &events);
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    // The newest four ids are remembered; the oldest have been forgotten.
+    assert_eq!(
+        store.read_and_update(&events[5].parse(&parser), &mut out),
+        UpdateOutcome::Duplicate
+    );
+    assert_eq!(
+        store.read_and_update(&events[0].parse(&parser), &mut out),
+        UpdateOutcome::Added
+    );
+}
+
+#[test]
+fn a_late_event_is_read_counted_and_not_added() {
+    let (store, catalogue) = store_of(
+        DEFS,
+        StoreConfig {
+            lateness_secs: 60,
+            ..StoreConfig::default()
+        },
+    );
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    store.read_and_update(&ev(1, T0, "u1", "d1", 10).parse(&parser), &mut out);
+    store.read_and_update(
+        &ev(2, T0 + 10 * 60_000, "u1", "d1", 20).parse(&parser),
+        &mut out,
+    );
+    // Thirty seconds behind the newest: within the lateness, added.
+    let within = ev(3, T0 + 10 * 60_000 - 30_000, "u1", "d1", 40).parse(&parser);
+    assert_eq!(
+        store.read_and_update(&within, &mut out),
+        UpdateOutcome::Added
+    );
+    // Five minutes behind: decided with what the store holds, not added.
+    let late = ev(4, T0 + 5 * 60_000, "u1", "d1", 80).parse(&parser);
+    assert_eq!(
+        store.read_and_update(&late, &mut out),
+        UpdateOutcome::TooLate
+    );
+    // It sees the buckets up to its own (5-minute precision): the events at
+    // 0 and 9.5 minutes, not the one at 10.
+    assert_eq!(
+        get(&catalogue, &out, "feature.user.count_1h"),
+        &Value::Number(2.0)
+    );
+    let after = ev(5, T0 + 11 * 60_000, "u1", "d1", 1).parse(&parser);
+    store.read_and_update(&after, &mut out);
+    assert_eq!(
+        get(&catalogue, &out, "feature.user.sum_1h"),
+        &Value::Number(70.0)
+    );
+    assert_eq!(store.stats().late_events, 1);
+}
+
+#[test]
+fn idle_entities_are_evicted_after_the_longest_window() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    // The longest window is 1h, but entities are kept at least a day.
+    run(
+        &store,
+        &catalogue,
+        &[
+            ev(1, T0, "old", "d-old", 1),
+            ev(2, T0 + 20 * HOUR, "recent", "d-recent", 1),
+            ev(3, T0 + 25 * HOUR, "new", "d-new", 1),
+        ],
+    );
+    assert_eq!(store.stats().entities, 6);
+    store.maintain();
+    let stats = store.stats();
+    assert_eq!(stats.entities, 4, "the user and device idle for 25h go");
+    assert_eq!(stats.evictions, 2);
+    let keys: Vec<String> = store
+        .encoded_entities()
+        .into_keys()
+        .map(|(_, k)| k.into())
+        .collect();
+    // Devices sort before users.
+    assert_eq!(keys, ["d-new", "d-recent", "new", "recent"]);
+}
+
+#[test]
+fn the_memory_budget_evicts_the_longest_idle_first() {
+    let (store, catalogue) = store_of(
+        DEFS,
+        StoreConfig {
+            memory_budget_mb: 1,
+            ..StoreConfig::default()
+        },
+    );
+    // 5,000 users, one event each, a second apart, all on one device.
+    let events: Vec<Ev> = (0..5_000)
+        .map(|n| ev(n, T0 + n as i64 * 1000, &format!("u{n}"), "d", 1))
+        .collect();
+    run(&store, &catalogue, &events);
+    let before = store.stats();
+    assert!(before.bytes > 1 << 20, "{before:?}");
+    store.maintain();
+    let after = store.stats();
+    assert!(after.bytes <= 1 << 20, "{after:?}");
+    assert!(after.evictions > 0);
+    let kept = store.encoded_entities();
+    assert!(kept.contains_key(&(1, "u4999".into())), "the newest stays");
+    assert!(!kept.contains_key(&(1, "u0".into())), "the oldest goes");
+}
+
+#[test]
+fn bytes_per_entity_are_fixed_by_the_definitions() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    let per: BTreeMap<String, usize> = store.bytes_per_entity().into_iter().collect();
+    run(&store, &catalogue, &traffic(2_000, 50));
+    let small = store.stats().bytes;
+    run(&store, &catalogue, &traffic(20_000, 50)[2_000..]);
+    // Ten times the traffic on the same entities: the same memory.
+    assert_eq!(store.stats().bytes, small);
+    assert!(per["user"] > per["device"], "{per:?}");
+}
+
+#[test]
+fn a_snapshot_restores_exactly() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    run(&store, &catalogue, &traffic(3_000, 200));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.arrow");
+    let positions = BTreeMap::from([("events/0".to_owned(), 2_999), ("events/1".to_owned(), 17)]);
+    let rows = store.snapshot(&path, &positions).unwrap();
+    assert_eq!(rows as u64, store.stats().entities);
+
+    let (restored, _) = store_of(DEFS, StoreConfig::default());
+    assert_eq!(restored.restore(&path).unwrap(), positions);
+    assert_eq!(restored.encoded_entities(), store.encoded_entities());
+    assert_eq!(restored.watermark(), store.watermark());
+}
+
+#[test]
+fn snapshot_and_replay_equal_an_uninterrupted_run() {
+    let events = traffic(4_000, 300);
+    let (whole, catalogue) = store_of(DEFS, StoreConfig::default());
+    let all = run(&whole, &catalogue, &events);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.arrow");
+    let cut = 2_345;
+    let (first, _) = store_of(DEFS, StoreConfig::default());
+    run(&first, &catalogue, &events[..cut]);
+    first
+        .snapshot(
+            &path,
+            &BTreeMap::from([("events.jsonl".to_owned(), cut as i64)]),
+        )
+        .unwrap();
+    drop(first);
+
+    let (second, _) = store_of(DEFS, StoreConfig::default());
+    let positions = second.restore(&path).unwrap();
+    let resume = positions["events.jsonl"] as usize;
+    let rest = run(&second, &catalogue, &events[resume..]);
+    assert_eq!(rest, all[cut..], "every feature of every replayed event");
+    assert_eq!(second.encoded_entities(), whole.encoded_entities());
+}
+
+#[test]
+fn a_snapshot_of_other_definitions_or_a_corrupt_file_is_refused() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    run(&store, &catalogue, &traffic(100, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.arrow");
+    store.snapshot(&path, &BTreeMap::new()).unwrap();
+
+    let other = DEFS.replace("window = \"10m\"", "window = \"20m\"");
+    let (changed, _) = store_of(&other, StoreConfig::default());
+    let err = changed.restore(&path).unwrap_err().to_string();
+    assert!(err.contains("other feature definitions"), "{err}");
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    std::fs::write(&path, &bytes).unwrap();
+    let (fresh, _) = store_of(DEFS, StoreConfig::default());
+    assert!(fresh.restore(&path).is_err());
+    std::fs::write(&path, b"not a snapshot").unwrap();
+    let err = fresh.restore(&path).unwrap_err().to_string();
+    assert!(err.contains("not an Arrow IPC file"), "{err}");
+}
+
+fn write_profiles(path: &Path, rows: &[(&str, f64, &str)]) {
+    let schema = Arc::new(ArrowSchema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("credit_limit", DataType::Float64, true),
+        Field::new("segment", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap();
+    let tmp = path.with_extension("tmp");
+    let mut w = ArrowWriter::try_new(std::fs::File::create(&tmp).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+#[test]
+fn batch_features_load_from_parquet_typed_by_the_query_and_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("profiles.parquet");
+    write_profiles(
+        &parquet,
+        &[
+            ("u1", 5000.0, "gold"),
+            ("u2", 300.0, "new"),
+            ("u3", 0.0, "new"),
+        ],
+    );
+    let defs = format!(
+        r#"
+[entities]
+user = "user_id"
+
+[[batch]]
+name = "profile"
+entity = "user"
+key = "user_id"
+sql = "SELECT user_id, credit_limit * 2 AS double_limit, segment FROM profiles WHERE credit_limit > 0"
+refresh_secs = 60
+tables = {{ profiles = "{}" }}
+"#,
+        parquet.display()
+    );
+    let (store, catalogue) = store_of(&defs, StoreConfig::default());
+    assert_eq!(
+        catalogue.lookup("feature.user.double_limit").unwrap().ty,
+        ValueType::Number
+    );
+    assert_eq!(
+        catalogue.lookup("feature.user.segment").unwrap().ty,
+        ValueType::String
+    );
+    let parser = parser();
+    let read = |user: &str| {
+        let mut out = vec![Value::Missing; features_len(&catalogue)];
+        store.read_and_update(&ev(0, T0, user, "d", 1).parse(&parser), &mut out);
+        (
+            get(&catalogue, &out, "feature.user.double_limit").clone(),
+            get(&catalogue, &out, "feature.user.segment").clone(),
+        )
+    };
+    assert_eq!(
+        read("u1"),
+        (Value::Number(10000.0), Value::String("gold".into()))
+    );
+    assert_eq!(
+        read("u2"),
+        (Value::Number(600.0), Value::String("new".into()))
+    );
+    // Filtered out by the query, and absent from the file: missing.
+    assert_eq!(read("u3"), (Value::Missing, Value::Missing));
+    assert_eq!(read("u9"), (Value::Missing, Value::Missing));
+
+    write_profiles(&parquet, &[("u1", 7000.0, "gold"), ("u9", 100.0, "new")]);
+    store.refresh_batch().unwrap();
+    assert_eq!(read("u1").0, Value::Number(14000.0));
+    assert_eq!(read("u2").0, Value::Missing);
+    assert_eq!(read("u9").0, Value::Number(200.0));
+
+    // A refresh that fails keeps the rows that serve.
+    std::fs::write(&parquet, b"garbage").unwrap();
+    assert!(store.refresh_batch().is_err());
+    assert_eq!(read("u1").0, Value::Number(14000.0));
+}
+
+#[test]
+fn definition_errors_name_the_line_and_the_problem() {
+    let schema = schema();
+    let cases = [
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"usr\"\nname = \"n\"\nagg = \"count\"\nwindow = \"1h\"\n",
+            "features.toml:4: unknown entity `usr`; declare it under [entities]",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"median\"\nwindow = \"1h\"\n",
+            "features.toml:4: unknown aggregate `median`",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindow = \"31d\"\n",
+            "features.toml:4: window `31d` is outside 1s to 30d",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindow = \"1 hour\"\n",
+            "window `1 hour` is not a duration like 30s, 5m, 1h or 7d",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"sum\"\nfield = \"device_id\"\nwindow = \"1h\"\n",
+            "`sum` needs a number field, but `device_id` is a string",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"sum\"\nfield = \"amout\"\nwindow = \"1h\"\n",
+            "unknown event field `amout`",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"last\"\nwindow = \"1h\"\nfield = \"amount\"\n",
+            "`last` takes no window",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindow = \"1h\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindow = \"2h\"\n",
+            "features.toml:10: the feature `user.n` is defined twice",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindow = \"1h\"\nfilter = 'event.amout > 3'\n",
+            "features.toml:4: the filter does not check",
+        ),
+        (
+            "[entities]\nuser = \"uid\"\n",
+            "entity `user` is keyed by `uid`, which the event schema does not declare",
+        ),
+        (
+            "[entities]\nuser = \"amount\"\n",
+            "entity `user` is keyed by `amount`, which is not a string",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindo = \"1h\"\n",
+            "features.toml:8: unknown field `windo`",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = FeatureDefs::parse(text, Path::new("features.toml"), &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(want),
+            "for\n{text}\nwanted `{want}`, got `{err}`"
+        );
+    }
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/features.toml");
+    let schema = verdict_core::Schema::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/schema.toml"),
+    )
+    .unwrap();
+    FeatureDefs::load(&shipped, &schema).unwrap();
+}
