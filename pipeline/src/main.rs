@@ -32,6 +32,9 @@ enum Command {
     Run(verdict::run::RunArgs),
     /// Check a rule folder, or run its test cases.
     Rules(verdict::rules_cli::RulesArgs),
+    /// Check the feature definitions, or export point-in-time features of
+    /// an event file as a training table.
+    Features(verdict::features_cli::FeaturesArgs),
     /// Run the whole pipeline on an embedded broker with generated traffic,
     /// with a live progress line and a summary.
     Demo(verdict::demo::DemoArgs),
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Run(args) => verdict::run::run(args),
         Command::Demo(args) => verdict::demo::run(args),
         Command::Rules(args) => verdict::rules_cli::run(args),
+        Command::Features(args) => verdict::features_cli::run(args),
     };
     match result {
         Ok(code) => code,
