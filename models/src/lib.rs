@@ -20,7 +20,9 @@ mod runtime;
 mod scorer;
 
 pub use error::ModelError;
-pub use manifest::{MAX_INPUTS, MAX_MANIFEST_BYTES, MAX_OUTPUTS, Manifest, OutputSpec, ResolvedInputs};
+pub use manifest::{
+    MAX_INPUTS, MAX_MANIFEST_BYTES, MAX_OUTPUTS, Manifest, OutputSpec, ResolvedInputs,
+};
 pub use model::Model;
 pub use runtime::{ORT_DYLIB_ENV, Runtime, locate};
 pub use scorer::{

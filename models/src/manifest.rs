@@ -136,7 +136,9 @@ impl Manifest {
             return Err(bad("`version` is empty; give the model a version".into()));
         }
         if raw.inputs.is_empty() {
-            return Err(bad("`inputs` is empty; list the model's inputs in order".into()));
+            return Err(bad(
+                "`inputs` is empty; list the model's inputs in order".into()
+            ));
         }
         if raw.inputs.len() > MAX_INPUTS {
             return Err(bad(format!(
@@ -394,11 +396,8 @@ index = 1
         .unwrap_err();
         assert!(e.to_string().contains("`inputs` is empty"), "{e}");
         // Duplicate input.
-        let e = parse(&GOOD.replace(
-            "\"feature.user.txn_count_1h\"",
-            "\"event.amount\"",
-        ))
-        .unwrap_err();
+        let e =
+            parse(&GOOD.replace("\"feature.user.txn_count_1h\"", "\"event.amount\"")).unwrap_err();
         assert!(e.to_string().contains("listed twice"), "{e}");
         // Bad output name.
         let e = parse(&GOOD.replace("fraud_score", "Fraud Score")).unwrap_err();
@@ -408,6 +407,10 @@ index = 1
         assert!(e.to_string().contains("`missing` must be nan"), "{e}");
         // Not TOML.
         let e = parse("name = ").unwrap_err();
-        assert!(e.to_string().starts_with("model manifest /m/tiny.manifest.toml"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("model manifest /m/tiny.manifest.toml"),
+            "{e}"
+        );
     }
 }

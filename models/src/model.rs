@@ -46,7 +46,11 @@ fn dims(shape: &[i64]) -> String {
 impl Model {
     /// Loads the manifest's `.onnx` file with `threads` intra-op threads and
     /// checks its input and output tensors against the manifest.
-    pub fn load(manifest: Manifest, runtime: &Runtime, threads: usize) -> Result<Model, ModelError> {
+    pub fn load(
+        manifest: Manifest,
+        runtime: &Runtime,
+        threads: usize,
+    ) -> Result<Model, ModelError> {
         let load_err = |reason: String| ModelError::Load {
             model: manifest.name.clone(),
             file: manifest.file.clone(),
@@ -108,8 +112,8 @@ impl Model {
             });
         }
         let n = rows.len() / width;
-        let input = TensorRef::from_array_view(([n, width], rows))
-            .map_err(|e| run_err(e.to_string()))?;
+        let input =
+            TensorRef::from_array_view(([n, width], rows)).map_err(|e| run_err(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![input])
@@ -152,7 +156,11 @@ fn check_shapes(manifest: &Manifest, session: &Session) -> Result<Vec<OutputPlan
         Some(name) => inputs.iter().find(|i| i.name() == name).ok_or_else(|| {
             mismatch(format!(
                 "the manifest's input_tensor `{name}` is not an input of the model (it has: {})",
-                inputs.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+                inputs
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?,
         None => match inputs {
@@ -198,7 +206,11 @@ fn check_shapes(manifest: &Manifest, session: &Session) -> Result<Vec<OutputPlan
                 "output `{}` reads `{}`, which the model does not have (it has: {})",
                 spec.name,
                 spec.from,
-                outputs.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
+                outputs
+                    .iter()
+                    .map(|o| o.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         let o = &outputs[tensor];

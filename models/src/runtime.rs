@@ -63,12 +63,10 @@ impl Runtime {
                 searched: format!("{} does not exist", path.display()),
             });
         }
-        let path = path
-            .canonicalize()
-            .map_err(|e| ModelError::RuntimeLoad {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let path = path.canonicalize().map_err(|e| ModelError::RuntimeLoad {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let load_err = |reason: String| ModelError::RuntimeLoad {
             path: path.clone(),
             reason,
@@ -142,9 +140,7 @@ fn in_venv(venv: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = lib
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .filter_map(|e| {
-            std::fs::read_dir(e.path().join("site-packages/onnxruntime/capi")).ok()
-        })
+        .filter_map(|e| std::fs::read_dir(e.path().join("site-packages/onnxruntime/capi")).ok())
         .flat_map(|d| d.filter_map(Result::ok))
         .filter(|e| {
             let n = e.file_name();

@@ -259,7 +259,9 @@ fn prepare(
     if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
         return Err(ModelError::Run {
             model: model.manifest().name.clone(),
-            reason: format!("the probe row (every input missing) scored {bad}, not a finite number"),
+            reason: format!(
+                "the probe row (every input missing) scored {bad}, not a finite number"
+            ),
         });
     }
     Ok(Serving {
@@ -280,9 +282,14 @@ impl Scorer {
         batching: Batching,
         observer: Arc<dyn ModelObserver>,
     ) -> Result<Scorer, ModelError> {
-        Scorer::start_renamed(manifest_path, catalogue, runtime, batching, observer, &|n| {
-            n.to_string()
-        })
+        Scorer::start_renamed(
+            manifest_path,
+            catalogue,
+            runtime,
+            batching,
+            observer,
+            &|n| n.to_string(),
+        )
     }
 
     fn start_renamed(
@@ -405,11 +412,15 @@ impl Scorer {
                     row,
                     reply,
                 })
-                .map_err(|_| ModelError::Stopped { model: name.clone() })
+                .map_err(|_| ModelError::Stopped {
+                    model: name.clone(),
+                })
         };
         async move {
             queued?;
-            let values = rx.await.map_err(|_| ModelError::Stopped { model: name })??;
+            let values = rx
+                .await
+                .map_err(|_| ModelError::Stopped { model: name })??;
             Ok(Scored {
                 model_version: version,
                 names,
@@ -444,9 +455,7 @@ impl Scorer {
         {
             let model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
             if model.output_names() != &inner.output_names[..] {
-                let join = |v: &[Arc<str>]| {
-                    v.iter().map(|s| &**s).collect::<Vec<_>>().join(", ")
-                };
+                let join = |v: &[Arc<str>]| v.iter().map(|s| &**s).collect::<Vec<_>>().join(", ");
                 return Err(ModelError::OutputsChanged {
                     model: inner.name.clone(),
                     old: join(&inner.output_names),
@@ -511,7 +520,14 @@ fn batch_loop(
                 .position(|r| !Arc::ptr_eq(&r.serving, &serving))
                 .unwrap_or(batch.len());
             let group: Vec<Request> = batch.drain(..split).collect();
-            run_group(&serving, group, &mut rows, &mut out, observer.as_ref(), name);
+            run_group(
+                &serving,
+                group,
+                &mut rows,
+                &mut out,
+                observer.as_ref(),
+                name,
+            );
         }
         if !open {
             return;
@@ -639,12 +655,21 @@ impl Models {
     ) -> Result<Models, ModelError> {
         config.validate()?;
         let batching = config.batching();
-        let champion = Scorer::start(&config.manifest, catalogue, runtime, batching, observer.clone())?;
+        let champion = Scorer::start(
+            &config.manifest,
+            catalogue,
+            runtime,
+            batching,
+            observer.clone(),
+        )?;
         let challenger = match &config.challenger {
             None => None,
             Some(path) => {
-                let taken: Vec<String> =
-                    champion.output_names().iter().map(|s| s.to_string()).collect();
+                let taken: Vec<String> = champion
+                    .output_names()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 let rename = move |n: &str| {
                     if taken.iter().any(|t| t == n) {
                         challenger_output_name(n)
@@ -735,7 +760,9 @@ impl Models {
                 }
             };
             let champion = wait(Box::pin(champion)
-                as std::pin::Pin<Box<dyn Future<Output = Result<Scored, ModelError>> + Send>>)
+                as std::pin::Pin<
+                    Box<dyn Future<Output = Result<Scored, ModelError>> + Send>,
+                >)
             .await;
             let challenger = match challenger {
                 Some(c) => wait(Box::pin(c)).await,
