@@ -65,7 +65,7 @@ impl Model {
         let session = Session::builder(runtime.env())
             .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
             .and_then(|b| Ok(b.with_inter_threads(1)?))
-            .and_then(|mut b| Ok(b.commit_from_file(&manifest.file)?))
+            .and_then(|mut b| b.commit_from_file(&manifest.file))
             .map_err(|e: ort::Error| load_err(e.to_string()))?;
         let plan = check_shapes(&manifest, &session)?;
         Ok(Model {
@@ -104,7 +104,7 @@ impl Model {
             model: self.manifest.name.clone(),
             reason,
         };
-        if width == 0 || rows.len() % width != 0 {
+        if width == 0 || !rows.len().is_multiple_of(width) {
             return Err(ModelError::RowWidth {
                 model: self.manifest.name.clone(),
                 got: rows.len(),
