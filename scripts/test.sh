@@ -14,12 +14,23 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-# ONNX Runtime and the Python tools the model tests use, in .verdict/venv.
-if [ -x scripts/ensure-python.sh ]; then
-  scripts/ensure-python.sh
-  ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
-  export ORT_DYLIB_PATH
+# A real Kafka-protocol broker for the end-to-end test (tansu), built once
+# into .verdict/bin (about 12 minutes on 2 cores the first time).
+TANSU_VERSION=0.6.0
+if ! .verdict/bin/tansu --version 2>/dev/null | grep -q " $TANSU_VERSION"; then
+  echo "test: building tansu $TANSU_VERSION into .verdict/bin (once)" >&2
+  cargo install tansu --version "$TANSU_VERSION" --features dynostore --root .verdict --locked
 fi
+VERDICT_TANSU="$PWD/.verdict/bin/tansu"
+export VERDICT_TANSU
+
+# The Python tools the tests use (the Kafka client of the end-to-end test),
+# in .verdict/venv.
+scripts/ensure-python.sh
+VERDICT_PYTHON="$(scripts/ensure-python.sh --python)"
+export VERDICT_PYTHON
+ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
+export ORT_DYLIB_PATH
 
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked

@@ -19,7 +19,7 @@ mod schema;
 pub mod time;
 mod value;
 
-pub use catalogue::{Catalogue, CatalogueEntry, Namespace, Record, Slot};
+pub use catalogue::{Catalogue, CatalogueEntry, Namespace, Record, Slot, edit_distance};
 pub use decision::{Action, DeadLetter, Decision, Hit, Position, Scores};
 pub use error::CoreError;
 pub use event::{DEFAULT_MAX_EVENT_BYTES, Event, EventParser, Rejection, RejectionKind};

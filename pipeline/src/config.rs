@@ -40,6 +40,23 @@ pub struct EngineConfig {
     /// Events larger than this many bytes are dead-lettered unread.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// The rule folder (`*.rules`, read in file-name order). Without it
+    /// every event is approved with no hits and ruleset_version "none".
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+    /// How often the rule folder is checked for changes, in milliseconds
+    /// (0: only on an explicit reload).
+    #[serde(default = "default_rules_watch_ms")]
+    pub rules_watch_ms: u64,
+    /// Names the rules may use whose values come from outside this
+    /// configuration (`[features] "user.x" = "number"`, `[model] y =
+    /// "number"`); they read as missing until provided.
+    #[serde(default)]
+    pub declared: Option<PathBuf>,
+}
+
+fn default_rules_watch_ms() -> u64 {
+    1000
 }
 
 /// The Kafka source and sinks of `verdict run`.
@@ -65,6 +82,17 @@ pub struct KafkaConfig {
     /// acknowledged and committed, in milliseconds; past it Verdict exits
     /// non-zero without committing them (they are decided again on restart).
     pub shutdown_timeout_ms: u64,
+    /// Consumer-group members this instance runs, each deciding its own
+    /// partitions in parallel (default: one per core).
+    pub lanes: Option<usize>,
+    /// Exactly-once: decisions, dead letters and input offsets are committed
+    /// together in Kafka transactions, so a `read_committed` reader sees each
+    /// decision once even across crashes. Needs a broker with transactions.
+    pub exactly_once: bool,
+    /// Prefix of the transactional ids (`<prefix>-lane-<n>`); it must be
+    /// stable across restarts of one instance and unique per instance.
+    /// Default: the group id and the host name.
+    pub transactional_id: Option<String>,
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
     /// applied after Verdict's own.
     pub consumer_properties: std::collections::BTreeMap<String, String>,
@@ -84,9 +112,35 @@ impl Default for KafkaConfig {
             max_in_flight: 10_000,
             commit_interval_ms: 1_000,
             shutdown_timeout_ms: 30_000,
+            lanes: None,
+            exactly_once: false,
+            transactional_id: None,
             consumer_properties: Default::default(),
             producer_properties: Default::default(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// How many lanes run: the configured number, else one per core.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// The prefix of this instance's transactional ids.
+    pub fn transactional_id_prefix(&self) -> String {
+        if let Some(id) = &self.transactional_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "verdict".into());
+        format!("{}-{host}", self.group_id)
     }
 }
 
@@ -228,6 +282,10 @@ pub struct EngineOverrides {
     /// Event schema file, instead of the configuration's.
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// Rule folder, instead of the configuration's (to replay traffic
+    /// through a candidate rule set, say).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 impl EngineOverrides {
@@ -237,6 +295,9 @@ impl EngineOverrides {
         let cwd = std::env::current_dir().unwrap_or_default();
         if let Some(p) = &self.schema {
             config.engine.schema = cwd.join(p);
+        }
+        if let Some(p) = &self.rules {
+            config.engine.rules = Some(cwd.join(p));
         }
         Ok(config)
     }

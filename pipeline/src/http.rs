@@ -103,11 +103,7 @@ async fn decide(State(s): State<AppState>, body: Bytes) -> Response {
     ) {
         Ok(prepared) => {
             let decided = engine.finish(prepared).await;
-            s.metrics.decision(
-                decided.decision.decision.as_str(),
-                decided.decision.latency_us,
-                &decided.timings,
-            );
+            s.metrics.decided(&decided);
             axum::Json(decided.decision).into_response()
         }
         Err(dead) => {

@@ -7,10 +7,12 @@
 //! moves bytes.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod r#gen;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod replay;
+pub mod rules_cli;
 pub mod run;

@@ -30,6 +30,11 @@ enum Command {
     /// Consume events from Kafka, decide them and produce decisions and dead
     /// letters; offsets are committed only after their outputs are acknowledged.
     Run(verdict::run::RunArgs),
+    /// Check a rule folder, or run its test cases.
+    Rules(verdict::rules_cli::RulesArgs),
+    /// Run the whole pipeline on an embedded broker with generated traffic,
+    /// with a live progress line and a summary.
+    Demo(verdict::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +44,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Gen(args) => gen_cli::run(args),
         Command::Run(args) => verdict::run::run(args),
+        Command::Demo(args) => verdict::demo::run(args),
+        Command::Rules(args) => verdict::rules_cli::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,16 +6,16 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::engine::StageTimings;
+use verdict_core::Action;
+
+use crate::engine::{Decided, StageTimings};
 
 /// The service's metrics, registered once and shared by reference.
 pub struct Metrics {
     registry: Registry,
     events: IntCounter,
-    decisions: IntCounterVec,
     dead_letters: IntCounterVec,
     latency: Histogram,
-    stage: prometheus::HistogramVec,
     in_flight: IntGauge,
     consumer_lag: IntGaugeVec,
     rule_hits: IntCounterVec,
@@ -25,6 +25,11 @@ pub struct Metrics {
     reloads: IntCounterVec,
     feature_entities: IntGauge,
     feature_bytes: IntGauge,
+    /// `decisions` children by outcome (approve, review, deny), resolved
+    /// once so that counting a decision looks no label up.
+    by_outcome: [IntCounter; 3],
+    /// `stage` children: parse, features, model, rules.
+    by_stage: [Histogram; 4],
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -130,13 +135,17 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        let by_outcome = [Action::Approve, Action::Review, Action::Deny]
+            .map(|a| decisions.with_label_values(&[a.as_str()]));
+        let by_stage =
+            ["parse", "features", "model", "rules"].map(|s| stage.with_label_values(&[s]));
         Metrics {
+            by_outcome,
+            by_stage,
             registry,
             events,
-            decisions,
             dead_letters,
             latency,
-            stage,
             in_flight,
             consumer_lag,
             rule_hits,
@@ -197,18 +206,32 @@ impl Metrics {
     }
 
     /// One decision made.
-    pub fn decision(&self, outcome: &str, latency_us: u64, timings: &StageTimings) {
-        self.decisions.with_label_values(&[outcome]).inc();
+    pub fn decision(&self, outcome: Action, latency_us: u64, timings: &StageTimings) {
+        let i = match outcome {
+            Action::Approve => 0,
+            Action::Review => 1,
+            Action::Deny => 2,
+        };
+        self.by_outcome[i].inc();
         self.latency.observe(latency_us as f64 / 1e6);
-        for (name, d) in [
-            ("parse", timings.parse),
-            ("features", timings.features),
-            ("model", timings.model),
-            ("rules", timings.rules),
-        ] {
-            self.stage
-                .with_label_values(&[name])
-                .observe(d.as_secs_f64());
+        let t = timings;
+        for (h, d) in self
+            .by_stage
+            .iter()
+            .zip([t.parse, t.features, t.model, t.rules])
+        {
+            h.observe(d.as_secs_f64());
+        }
+    }
+
+    /// One decided event: its outcome, latencies and rule hits.
+    pub fn decided(&self, d: &Decided) {
+        self.decision(d.decision.decision, d.decision.latency_us, &d.timings);
+        for hit in d.decision.hits.iter().chain(&d.decision.shadow_hits) {
+            self.rule_hit(&hit.rule);
+        }
+        if d.model_timed_out {
+            self.model_timeout();
         }
     }
 

@@ -6,37 +6,37 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
 use verdict::engine::Engine;
-use verdict::http::{Admin, AppState};
+use verdict::http::AppState;
 use verdict::metrics::Metrics;
 
-struct FakeAdmin;
-
-impl Admin for FakeAdmin {
-    fn reload_rules(&self) -> Result<String, String> {
-        Ok("rules rs-2".into())
-    }
-    fn reload_model(&self) -> Result<String, String> {
-        Err("model file missing".into())
-    }
-    fn versions(&self) -> serde_json::Value {
-        serde_json::json!({"ruleset_version": "rs-2", "model_version": "m-1"})
-    }
+async fn start(token: Option<&str>) -> std::net::SocketAddr {
+    start_with(token).await.0
 }
 
-async fn start(token: Option<&str>) -> std::net::SocketAddr {
+/// The API over the example engine (whose admin interface reloads its
+/// rules), with its metrics.
+async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>) {
     let config = Config {
         engine: EngineConfig {
             schema: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schema.toml").into(),
             max_event_bytes: 65536,
+            rules: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rules").into()),
+            rules_watch_ms: 0,
+            declared: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/declared.toml").into(),
+            ),
         },
         kafka: KafkaConfig::default(),
         http: HttpConfig::default(),
         base: Default::default(),
     };
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(Engine::load(&config).unwrap());
+    engine.attach_metrics(metrics.clone());
     let state = AppState {
-        metrics: Arc::new(Metrics::new()),
-        engine: Some(Arc::new(Engine::load(&config).unwrap())),
-        admin: Some(Arc::new(FakeAdmin)),
+        metrics: metrics.clone(),
+        engine: Some(engine.clone()),
+        admin: Some(engine),
         admin_token: token.map(str::to_owned),
         ready: Default::default(),
         max_body_bytes: 4096,
@@ -44,7 +44,7 @@ async fn start(token: Option<&str>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(verdict::http::serve(listener, state));
-    addr
+    (addr, metrics)
 }
 
 /// Sends one HTTP/1.0 request; answers (status, body).
@@ -94,7 +94,7 @@ async fn bad_event_is_422_with_its_reason() {
 
 #[tokio::test]
 async fn admin_requires_the_bearer_token() {
-    let addr = start(Some("s3cret")).await;
+    let (addr, metrics) = start_with(Some("s3cret")).await;
     assert_eq!(
         request(addr, "GET", "/admin/versions", "", b"").await.0,
         401
@@ -109,13 +109,16 @@ async fn admin_requires_the_bearer_token() {
     let right = "Authorization: Bearer s3cret\r\n";
     let (status, body) = request(addr, "GET", "/admin/versions", right, b"").await;
     assert_eq!(status, 200);
-    assert!(body.contains("rs-2"));
-    assert_eq!(
-        request(addr, "POST", "/admin/reload/rules", right, b"")
-            .await
-            .0,
-        200
+    assert!(body.contains("\"ruleset_version\":\"rs-"), "{body}");
+    let (status, body) = request(addr, "POST", "/admin/reload/rules", right, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("rules reloaded: rs-"), "{body}");
+    let text = metrics.render();
+    assert!(
+        text.contains("verdict_reloads_total{component=\"rules\",result=\"success\"} 1"),
+        "{text}"
     );
+    assert!(text.contains("verdict_info{model_version=\"none\",ruleset_version=\"rs-"));
     assert_eq!(
         request(addr, "POST", "/admin/reload/model", right, b"")
             .await
