@@ -304,13 +304,18 @@ impl Scorer {
         let (name, output_names, output_slots) = {
             let model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
             let m = model.manifest();
+            // A name declared beforehand (so rules could be checked against
+            // it) is taken over if it is a number.
             for o in &m.outputs {
-                if catalogue.lookup(&format!("model.{}", o.name)).is_some() {
+                if let Some(e) = catalogue.lookup(&format!("model.{}", o.name))
+                    && e.ty != verdict_core::ValueType::Number
+                {
                     return Err(ModelError::Manifest {
                         path: m.path.clone(),
                         reason: format!(
-                            "output `model.{}` is already produced by another model; give it another name",
-                            o.name
+                            "output `model.{}` is declared as a {}, but a model output is a number",
+                            o.name,
+                            e.ty.name()
                         ),
                     });
                 }

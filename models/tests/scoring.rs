@@ -401,3 +401,31 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn a_declared_output_name_is_taken_over_if_a_number() {
+    let rt = runtime();
+    let mut c = catalogue();
+    let declared = c.add_model_output("fraud_score", verdict_core::ValueType::Number);
+    let scorer = Scorer::start(
+        &data("tiny.manifest.toml"),
+        &mut c,
+        &rt,
+        batching(1, 0),
+        Arc::new(NoObserver),
+    )
+    .unwrap();
+    assert_eq!(scorer.output_slots(), &[declared]);
+
+    let mut c = catalogue();
+    c.add_model_output("fraud_score", verdict_core::ValueType::String);
+    let e = Scorer::start(
+        &data("tiny.manifest.toml"),
+        &mut c,
+        &rt,
+        batching(1, 0),
+        Arc::new(NoObserver),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("declared as a string"), "{e}");
+}
