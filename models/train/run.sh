@@ -6,7 +6,8 @@
 #   models/train/run.sh --events-only   train on event fields only, every feature
 #                                       missing (proves the pipeline; not a model to ship)
 #
-# Environment: SEED (11), COUNT (200000), WORK (a temporary folder), OUT (models/).
+# Environment: SEED (11), COUNT (200000), WORK (a temporary folder), OUT (models/),
+# EXPORT_ARGS (more arguments for `verdict features export`, e.g. --config).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -44,5 +45,6 @@ if ! "$verdict" features export --help >/dev/null 2>&1; then
   exit 1
 fi
 echo "run: computing point-in-time features" >&2
-"$verdict" features export --events "$work/events.jsonl" --out "$work/training.parquet"
+# shellcheck disable=SC2086 # EXPORT_ARGS is a list of words
+"$verdict" features export --events "$work/events.jsonl" --out "$work/training.parquet" ${EXPORT_ARGS:-}
 "$py" models/train/train.py --data "$work/training.parquet" --out "$out"
