@@ -29,6 +29,8 @@ export VERDICT_TANSU
 scripts/ensure-python.sh
 VERDICT_PYTHON="$(scripts/ensure-python.sh --python)"
 export VERDICT_PYTHON
+ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
+export ORT_DYLIB_PATH
 
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked

@@ -1,0 +1,817 @@
+//! Serving: the micro-batching scorer, hot swap, the champion/challenger
+//! pair and the per-event deadline.
+//!
+//! A [`Scorer`] owns one scoring thread. Callers hand it one row each
+//! ([`Scorer::score`]); the thread takes the first waiting row, then keeps
+//! collecting until it has `max_batch` rows or `max_wait_us` has passed,
+//! whichever comes first, runs them through the model in one session call
+//! and answers each caller through its own channel. [`Models`] puts a
+//! champion and an optional shadow challenger together, applies the
+//! per-event deadline and reports to a [`ModelObserver`].
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use verdict_core::{Catalogue, Record, Scores, Slot, Value};
+
+use crate::{Manifest, Model, ModelError, ResolvedInputs, Runtime};
+
+/// The `[model]` section of `verdict.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The champion's manifest (`models/fraud-gbt.manifest.toml`).
+    pub manifest: PathBuf,
+    /// A challenger's manifest, scored in shadow.
+    #[serde(default)]
+    pub challenger: Option<PathBuf>,
+    /// The most rows scored in one session call.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long the first row of a batch waits for company, in microseconds.
+    #[serde(default = "default_max_wait_us")]
+    pub max_wait_us: u64,
+    /// How long an event waits for its score before deciding without it.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// ONNX Runtime intra-op threads per model.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else `.verdict/venv`.
+    #[serde(default)]
+    pub ort_library: Option<PathBuf>,
+}
+
+fn default_max_batch() -> usize {
+    32
+}
+fn default_max_wait_us() -> u64 {
+    200
+}
+fn default_deadline_ms() -> u64 {
+    5
+}
+fn default_threads() -> usize {
+    1
+}
+
+impl ModelConfig {
+    /// A configuration with defaults for everything but the manifest.
+    pub fn new(manifest: impl Into<PathBuf>) -> ModelConfig {
+        ModelConfig {
+            manifest: manifest.into(),
+            challenger: None,
+            max_batch: default_max_batch(),
+            max_wait_us: default_max_wait_us(),
+            deadline_ms: default_deadline_ms(),
+            threads: default_threads(),
+            ort_library: None,
+        }
+    }
+
+    /// The batching part of the configuration.
+    pub fn batching(&self) -> Batching {
+        Batching {
+            max_batch: self.max_batch,
+            max_wait: Duration::from_micros(self.max_wait_us),
+            threads: self.threads,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        if self.max_batch == 0 || self.max_batch > 65_536 {
+            return Err(ModelError::Config(format!(
+                "max_batch = {} must be between 1 and 65536",
+                self.max_batch
+            )));
+        }
+        if self.max_wait_us > 1_000_000 {
+            return Err(ModelError::Config(format!(
+                "max_wait_us = {} is over a second; use a few hundred microseconds",
+                self.max_wait_us
+            )));
+        }
+        if self.deadline_ms == 0 {
+            return Err(ModelError::Config(
+                "deadline_ms = 0 would skip every score; use a few milliseconds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a scorer batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub threads: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        ModelConfig::new("").batching()
+    }
+}
+
+/// Receives the model metrics. Every method has a no-op default.
+pub trait ModelObserver: Send + Sync {
+    /// One session call scored `size` rows.
+    fn observe_model_batch(&self, _size: usize) {}
+    /// An event went on without its score: the deadline passed.
+    fn model_timeout(&self) {}
+    /// Scoring failed for an event (the model errored or stopped).
+    fn model_error(&self) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+impl ModelObserver for NoObserver {}
+
+/// An observer that counts, for tests and simple reporting.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl ModelObserver for ModelStats {
+    fn observe_model_batch(&self, size: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(size as u64, Ordering::Relaxed);
+    }
+    fn model_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    fn model_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The model serving now, with the input plan it was checked with.
+struct Serving {
+    model: Mutex<Model>,
+    inputs: ResolvedInputs,
+    version: Arc<str>,
+}
+
+struct Request {
+    serving: Arc<Serving>,
+    row: Vec<f32>,
+    reply: oneshot::Sender<Result<Vec<f32>, ModelError>>,
+}
+
+/// The scores of one event from one model, in manifest output order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The version of the model that scored it.
+    pub model_version: Arc<str>,
+    names: Arc<[Arc<str>]>,
+    slots: Arc<[Slot]>,
+    values: Vec<f32>,
+}
+
+impl Scored {
+    /// `(name, model slot, value)` per output.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, Slot, f64)> + '_ {
+        self.names
+            .iter()
+            .zip(self.slots.iter())
+            .zip(self.values.iter())
+            .map(|((n, s), v)| (n, *s, f64::from(*v)))
+    }
+
+    /// Writes each value into its `model.<name>` slot.
+    pub fn write_slots(&self, model: &mut [Value]) {
+        for (_, slot, v) in self.iter() {
+            if let Some(m) = model.get_mut(slot.index as usize) {
+                *m = Value::Number(v);
+            }
+        }
+    }
+
+    /// Appends each value to a decision's scores under its output name.
+    pub fn append_to(&self, scores: &mut Scores) {
+        for (name, _, v) in self.iter() {
+            scores.0.push((name.clone(), v));
+        }
+    }
+}
+
+struct Inner {
+    name: String,
+    current: ArcSwap<Serving>,
+    tx: mpsc::Sender<Request>,
+    catalogue: Catalogue,
+    runtime: Runtime,
+    threads: usize,
+    output_names: Arc<[Arc<str>]>,
+    output_slots: Arc<[Slot]>,
+    reload: Mutex<()>,
+}
+
+/// A served model: a micro-batching thread in front of an ONNX session,
+/// swappable without a restart. Cheap to clone.
+#[derive(Clone)]
+pub struct Scorer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scorer")
+            .field("name", &self.inner.name)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+/// Loads, checks and probes a model; the shared part of start and reload.
+fn prepare(
+    manifest_path: &Path,
+    catalogue: &Catalogue,
+    runtime: &Runtime,
+    threads: usize,
+    rename: &dyn Fn(&str) -> String,
+) -> Result<Serving, ModelError> {
+    let mut manifest = Manifest::load(manifest_path)?;
+    for o in &mut manifest.outputs {
+        o.name = rename(&o.name);
+    }
+    let inputs = manifest.check(catalogue)?;
+    let mut model = Model::load(manifest, runtime, threads)?;
+    let probe = vec![inputs.missing(); inputs.width()];
+    let mut out = Vec::new();
+    model.run(&probe, &mut out).map_err(|e| ModelError::Run {
+        model: model.manifest().name.clone(),
+        reason: format!("the probe row (every input missing) failed: {e}"),
+    })?;
+    if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
+        return Err(ModelError::Run {
+            model: model.manifest().name.clone(),
+            reason: format!(
+                "the probe row (every input missing) scored {bad}, not a finite number"
+            ),
+        });
+    }
+    Ok(Serving {
+        version: model.version().clone(),
+        inputs,
+        model: Mutex::new(model),
+    })
+}
+
+impl Scorer {
+    /// Loads the model of `manifest_path`, checks its inputs against the
+    /// catalogue, registers its outputs there as `model.<name>`, scores a
+    /// probe row, and starts its scoring thread.
+    pub fn start(
+        manifest_path: &Path,
+        catalogue: &mut Catalogue,
+        runtime: &Runtime,
+        batching: Batching,
+        observer: Arc<dyn ModelObserver>,
+    ) -> Result<Scorer, ModelError> {
+        Scorer::start_renamed(
+            manifest_path,
+            catalogue,
+            runtime,
+            batching,
+            observer,
+            &|n| n.to_string(),
+        )
+    }
+
+    fn start_renamed(
+        manifest_path: &Path,
+        catalogue: &mut Catalogue,
+        runtime: &Runtime,
+        batching: Batching,
+        observer: Arc<dyn ModelObserver>,
+        rename: &dyn Fn(&str) -> String,
+    ) -> Result<Scorer, ModelError> {
+        let serving = prepare(manifest_path, catalogue, runtime, batching.threads, rename)?;
+        let (name, output_names, output_slots) = {
+            let model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
+            let m = model.manifest();
+            // A name declared beforehand (so rules could be checked against
+            // it) is taken over if it is a number.
+            for o in &m.outputs {
+                if let Some(e) = catalogue.lookup(&format!("model.{}", o.name))
+                    && e.ty != verdict_core::ValueType::Number
+                {
+                    return Err(ModelError::Manifest {
+                        path: m.path.clone(),
+                        reason: format!(
+                            "output `model.{}` is declared as a {}, but a model output is a number",
+                            o.name,
+                            e.ty.name()
+                        ),
+                    });
+                }
+            }
+            let slots = m.register_outputs(catalogue);
+            (m.name.clone(), model.output_names().to_vec(), slots)
+        };
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread_name = format!("model-{name}");
+        let model_name = name.clone();
+        std::thread::Builder::new()
+            .name(thread_name.chars().take(15).collect())
+            .spawn(move || batch_loop(rx, batching, observer, &model_name))
+            .map_err(|e| ModelError::Config(format!("cannot start the scoring thread: {e}")))?;
+        tracing::info!(model = %name, version = %serving.version, "model loaded");
+        Ok(Scorer {
+            inner: Arc::new(Inner {
+                name,
+                current: ArcSwap::from_pointee(serving),
+                tx,
+                catalogue: catalogue.clone(),
+                runtime: runtime.clone(),
+                threads: batching.threads,
+                output_names: output_names.into(),
+                output_slots: output_slots.into(),
+                reload: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The version serving now.
+    pub fn version(&self) -> Arc<str> {
+        self.inner.current.load().version.clone()
+    }
+
+    /// Output names (as rules see them after `model.`), in manifest order.
+    pub fn output_names(&self) -> &[Arc<str>] {
+        &self.inner.output_names
+    }
+
+    /// The `model.<name>` slots of the outputs, in manifest order.
+    pub fn output_slots(&self) -> &[Slot] {
+        &self.inner.output_slots
+    }
+
+    /// The input plan of the model serving now.
+    pub fn inputs(&self) -> ResolvedInputs {
+        self.inner.current.load().inputs.clone()
+    }
+
+    /// Gathers the event's row and queues it; the future resolves when its
+    /// batch has been scored. Gathering happens now, so the future does not
+    /// borrow the record.
+    pub fn score_record(
+        &self,
+        record: &Record,
+    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + 'static {
+        let serving = self.inner.current.load_full();
+        let row = serving.inputs.gather_vec(record);
+        self.submit(serving, row)
+    }
+
+    /// Queues an already gathered row (of the serving model's input width).
+    pub fn score(
+        &self,
+        row: Vec<f32>,
+    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + 'static {
+        let serving = self.inner.current.load_full();
+        self.submit(serving, row)
+    }
+
+    fn submit(
+        &self,
+        serving: Arc<Serving>,
+        row: Vec<f32>,
+    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let name = self.inner.name.clone();
+        let width = serving.inputs.width();
+        let version = serving.version.clone();
+        let names = self.inner.output_names.clone();
+        let slots = self.inner.output_slots.clone();
+        let queued = if row.len() != width {
+            Err(ModelError::RowWidth {
+                model: name.clone(),
+                got: row.len(),
+                want: width,
+            })
+        } else {
+            self.inner
+                .tx
+                .send(Request {
+                    serving,
+                    row,
+                    reply,
+                })
+                .map_err(|_| ModelError::Stopped {
+                    model: name.clone(),
+                })
+        };
+        async move {
+            queued?;
+            let values = rx
+                .await
+                .map_err(|_| ModelError::Stopped { model: name })??;
+            Ok(Scored {
+                model_version: version,
+                names,
+                slots,
+                values,
+            })
+        }
+    }
+
+    /// Loads the model of `manifest_path`, checks it against the catalogue
+    /// the scorer started with, scores a probe row, and only then swaps it
+    /// in; on any failure the serving model stays. The new manifest must
+    /// name the same outputs. Returns the new version.
+    pub fn reload(&self, manifest_path: &Path) -> Result<Arc<str>, ModelError> {
+        self.reload_renamed(manifest_path, &|n| n.to_string())
+    }
+
+    fn reload_renamed(
+        &self,
+        manifest_path: &Path,
+        rename: &dyn Fn(&str) -> String,
+    ) -> Result<Arc<str>, ModelError> {
+        let _one_at_a_time = self.inner.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &self.inner;
+        let serving = prepare(
+            manifest_path,
+            &inner.catalogue,
+            &inner.runtime,
+            inner.threads,
+            rename,
+        )?;
+        {
+            let model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
+            if model.output_names() != &inner.output_names[..] {
+                let join = |v: &[Arc<str>]| v.iter().map(|s| &**s).collect::<Vec<_>>().join(", ");
+                return Err(ModelError::OutputsChanged {
+                    model: inner.name.clone(),
+                    old: join(&inner.output_names),
+                    new: join(model.output_names()),
+                });
+            }
+        }
+        let version = serving.version.clone();
+        let old = inner.current.swap(Arc::new(serving));
+        tracing::info!(model = %inner.name, from = %old.version, to = %version, "model swapped");
+        Ok(version)
+    }
+}
+
+fn batch_loop(
+    rx: mpsc::Receiver<Request>,
+    batching: Batching,
+    observer: Arc<dyn ModelObserver>,
+    name: &str,
+) {
+    let max_batch = batching.max_batch.max(1);
+    let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+    let mut rows: Vec<f32> = Vec::new();
+    let mut out: Vec<f32> = Vec::new();
+    loop {
+        // Under load the next row is microseconds away: poll before sleeping.
+        let first = match spin_recv(&rx, Instant::now() + SPIN) {
+            Some(r) => r,
+            None => match rx.recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+        };
+        batch.push(first);
+        let until = Instant::now() + batching.max_wait;
+        let mut open = true;
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    // Rows of a burst arrive microseconds apart: poll
+                    // briefly before sleeping, which saves a wake-up per row
+                    // on both sides of the queue.
+                    if let Some(r) = spin_recv(&rx, now + SPIN.min(until - now)) {
+                        batch.push(r);
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    match rx.recv_timeout(until - now) {
+                        Ok(r) => batch.push(r),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Callers whose deadline passed no longer wait: skip their rows.
+        batch.retain(|r| !r.reply.is_closed());
+        // Rows gathered for different models (around a swap) run apart.
+        while !batch.is_empty() {
+            let serving = batch[0].serving.clone();
+            let split = batch
+                .iter()
+                .position(|r| !Arc::ptr_eq(&r.serving, &serving))
+                .unwrap_or(batch.len());
+            let group: Vec<Request> = batch.drain(..split).collect();
+            run_group(
+                &serving,
+                group,
+                &mut rows,
+                &mut out,
+                observer.as_ref(),
+                name,
+            );
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// How long the batcher polls for the next row before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
+
+fn spin_recv(rx: &mpsc::Receiver<Request>, until: Instant) -> Option<Request> {
+    loop {
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(r) => return Some(r),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+    }
+}
+
+fn run_group(
+    serving: &Serving,
+    group: Vec<Request>,
+    rows: &mut Vec<f32>,
+    out: &mut Vec<f32>,
+    observer: &dyn ModelObserver,
+    name: &str,
+) {
+    rows.clear();
+    for r in &group {
+        rows.extend_from_slice(&r.row);
+    }
+    let result = {
+        let mut model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
+        model.run(rows, out)
+    };
+    observer.observe_model_batch(group.len());
+    match result {
+        Ok(()) => {
+            let k = out.len() / group.len().max(1);
+            for (i, r) in group.into_iter().enumerate() {
+                let _ = r.reply.send(Ok(out[i * k..(i + 1) * k].to_vec()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(model = name, error = %e, rows = group.len(), "model batch failed");
+            let reason = e.to_string();
+            for r in group {
+                let _ = r.reply.send(Err(ModelError::Run {
+                    model: name.to_string(),
+                    reason: reason.clone(),
+                }));
+            }
+        }
+    }
+}
+
+/// What the models made of one event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOutcome {
+    /// The champion's scores; `None` when it missed the deadline or failed.
+    pub champion: Option<Scored>,
+    /// The challenger's scores, when there is one and it answered in time.
+    pub challenger: Option<Scored>,
+    /// True when the champion's scores are missing: decide `degraded`.
+    pub degraded: bool,
+}
+
+impl ModelOutcome {
+    /// The version of the champion that scored, for `model_version`.
+    pub fn model_version(&self) -> Option<&Arc<str>> {
+        self.champion.as_ref().map(|s| &s.model_version)
+    }
+
+    /// Writes every score into its `model.<name>` slot.
+    pub fn write_slots(&self, model: &mut [Value]) {
+        for s in self.champion.iter().chain(self.challenger.iter()) {
+            s.write_slots(model);
+        }
+    }
+
+    /// The decision's `scores`: champion outputs, then challenger outputs.
+    pub fn scores(&self) -> Scores {
+        let mut scores = Scores::default();
+        for s in self.champion.iter().chain(self.challenger.iter()) {
+            s.append_to(&mut scores);
+        }
+        scores
+    }
+}
+
+/// The engine's handle on its models: a champion, an optional challenger
+/// scored in shadow, and the per-event deadline.
+#[derive(Clone)]
+pub struct Models {
+    champion: Scorer,
+    challenger: Option<Scorer>,
+    deadline: Duration,
+    observer: Arc<dyn ModelObserver>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("champion", &self.champion)
+            .field("challenger", &self.challenger)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// The name a challenger output takes when the champion already uses it.
+pub fn challenger_output_name(name: &str) -> String {
+    format!("{name}_challenger")
+}
+
+impl Models {
+    /// Finds and loads ONNX Runtime, then the champion and the challenger.
+    /// Registers `model.<name>` for every output in the catalogue; a
+    /// challenger output whose name the champion uses is registered as
+    /// `model.<name>_challenger`.
+    pub fn load(
+        config: &ModelConfig,
+        catalogue: &mut Catalogue,
+        observer: Arc<dyn ModelObserver>,
+    ) -> Result<Models, ModelError> {
+        config.validate()?;
+        let runtime = Runtime::discover(config.ort_library.as_deref())?;
+        Models::load_with(config, catalogue, &runtime, observer)
+    }
+
+    /// As [`load`](Self::load), with a runtime already loaded.
+    pub fn load_with(
+        config: &ModelConfig,
+        catalogue: &mut Catalogue,
+        runtime: &Runtime,
+        observer: Arc<dyn ModelObserver>,
+    ) -> Result<Models, ModelError> {
+        config.validate()?;
+        let batching = config.batching();
+        let champion = Scorer::start(
+            &config.manifest,
+            catalogue,
+            runtime,
+            batching,
+            observer.clone(),
+        )?;
+        let challenger = match &config.challenger {
+            None => None,
+            Some(path) => {
+                let taken: Vec<String> = champion
+                    .output_names()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                let rename = move |n: &str| {
+                    if taken.iter().any(|t| t == n) {
+                        challenger_output_name(n)
+                    } else {
+                        n.to_string()
+                    }
+                };
+                Some(Scorer::start_renamed(
+                    path,
+                    catalogue,
+                    runtime,
+                    batching,
+                    observer.clone(),
+                    &rename,
+                )?)
+            }
+        };
+        Ok(Models {
+            champion,
+            challenger,
+            deadline: Duration::from_millis(config.deadline_ms),
+            observer,
+        })
+    }
+
+    /// The champion.
+    pub fn champion(&self) -> &Scorer {
+        &self.champion
+    }
+
+    /// The challenger, if any.
+    pub fn challenger(&self) -> Option<&Scorer> {
+        self.challenger.as_ref()
+    }
+
+    /// Hot-swaps the champion (see [`Scorer::reload`]).
+    pub fn reload_champion(&self, manifest_path: &Path) -> Result<Arc<str>, ModelError> {
+        self.champion.reload(manifest_path)
+    }
+
+    /// Hot-swaps the challenger, keeping its registered output names.
+    pub fn reload_challenger(&self, manifest_path: &Path) -> Result<Arc<str>, ModelError> {
+        let Some(ch) = &self.challenger else {
+            return Err(ModelError::Config(
+                "no challenger is configured; set [model] challenger and restart".into(),
+            ));
+        };
+        let taken: Vec<String> = self
+            .champion
+            .output_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        ch.reload_renamed(manifest_path, &move |n: &str| {
+            if taken.iter().any(|t| t == n) {
+                challenger_output_name(n)
+            } else {
+                n.to_string()
+            }
+        })
+    }
+
+    /// Scores one event with the champion (and the challenger), waiting at
+    /// most the deadline. Past it, or on a model error, the outcome is
+    /// `degraded` with no champion scores and the observer is told. The
+    /// returned future does not borrow the record.
+    pub fn score(&self, record: &Record) -> impl Future<Output = ModelOutcome> + Send + 'static {
+        let champion = self.champion.score_record(record);
+        let challenger = self.challenger.as_ref().map(|c| c.score_record(record));
+        let deadline = self.deadline;
+        let observer = self.observer.clone();
+        async move {
+            let until = tokio::time::Instant::now() + deadline;
+            let wait = |f| {
+                let observer = observer.clone();
+                async move {
+                    match tokio::time::timeout_at(until, f).await {
+                        Ok(Ok(s)) => Some(s),
+                        Ok(Err(_)) => {
+                            observer.model_error();
+                            None
+                        }
+                        Err(_) => {
+                            observer.model_timeout();
+                            None
+                        }
+                    }
+                }
+            };
+            let champion = wait(Box::pin(champion)
+                as std::pin::Pin<
+                    Box<dyn Future<Output = Result<Scored, ModelError>> + Send>,
+                >)
+            .await;
+            let challenger = match challenger {
+                Some(c) => wait(Box::pin(c)).await,
+                None => None,
+            };
+            ModelOutcome {
+                degraded: champion.is_none(),
+                champion,
+                challenger,
+            }
+        }
+    }
+}
