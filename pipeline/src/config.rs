@@ -30,6 +30,11 @@ pub struct Config {
     /// features`).
     #[serde(default)]
     pub features: FeaturesConfig,
+    /// The model scored for every event (its manifest, batching and
+    /// deadline). Without it, `model.*` names are only the declared ones,
+    /// always missing.
+    #[serde(default)]
+    pub model: Option<verdict_models::ModelConfig>,
     /// The folder the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -339,6 +344,10 @@ pub struct EngineOverrides {
     /// Feature definitions file, instead of the configuration's.
     #[arg(long)]
     pub features: Option<PathBuf>,
+    /// Model manifest, instead of the configuration's champion (to replay
+    /// traffic through a candidate model, say).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 impl EngineOverrides {
@@ -354,6 +363,13 @@ impl EngineOverrides {
         }
         if let Some(p) = &self.features {
             config.engine.features = Some(cwd.join(p));
+        }
+        if let Some(p) = &self.model {
+            let manifest = cwd.join(p);
+            match &mut config.model {
+                Some(m) => m.manifest = manifest,
+                None => config.model = Some(verdict_models::ModelConfig::new(manifest)),
+            }
         }
         Ok(config)
     }

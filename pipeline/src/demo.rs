@@ -167,6 +167,10 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
             max_body_bytes: config.http.max_body_bytes,
         };
         tokio::spawn(crate::http::serve(listener, state));
+        tokio::spawn(crate::run::report_features(
+            pipeline.engine.clone(),
+            pipeline.metrics.clone(),
+        ));
         eprintln!("verdict demo: metrics at {url}; Ctrl-C stops");
 
         let interrupted = Arc::new(AtomicBool::new(false));

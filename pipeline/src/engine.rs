@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use verdict_core::{
-    Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, Schema, Scores,
+    Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, Schema,
     ValueType,
 };
 use verdict_features::{FeatureDefs, FeatureStore, StoreStats};
+use verdict_models::{Manifest, ModelConfig, ModelError, ModelObserver, ModelOutcome, Models};
 use verdict_rules::reload::{Live, ReloadObserver, Reloader};
 use verdict_rules::{Diagnostics, Evaluation, RuleSet};
 
@@ -57,8 +58,6 @@ pub struct Decided {
     /// The event's `user_id` (the output key), when it has one.
     pub key: Option<Arc<str>>,
     pub timings: StageTimings,
-    /// The model missed its deadline and the decision was made without it.
-    pub model_timed_out: bool,
 }
 
 /// Everything that decides, built once from the configuration.
@@ -72,9 +71,26 @@ pub struct Engine {
     features: Option<Arc<FeatureStore>>,
     /// Feature slots the record has (the store's and the declared ones).
     feature_slots: usize,
+    model: ModelStage,
+    /// Model-output slots the record has.
+    model_slots: usize,
     snapshot: Option<std::path::PathBuf>,
     /// Stops the background threads (rule watcher, batch refresh).
     stop: Arc<AtomicBool>,
+}
+
+/// The model stage as loaded.
+enum ModelStage {
+    /// No model is configured: decisions are not degraded by its absence.
+    None,
+    /// A model is configured but ONNX Runtime could not be loaded: every
+    /// decision is made without it and marked degraded.
+    Unavailable,
+    Loaded {
+        models: Models,
+        /// The champion's manifest, re-read on an explicit reload.
+        manifest: std::path::PathBuf,
+    },
 }
 
 /// The serving rule set and what reloads it.
@@ -93,10 +109,54 @@ impl Drop for Engine {
     }
 }
 
-/// Logs every rule reload and counts it once metrics are attached.
-#[derive(Default)]
+/// Logs every rule reload and model event, and counts them once metrics
+/// are attached.
 struct Observer {
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// The serving model's version, for the info metric's label.
+    model_version: std::sync::Mutex<Arc<str>>,
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Observer {
+            metrics: Default::default(),
+            model_version: std::sync::Mutex::new(Arc::from("none")),
+        }
+    }
+}
+
+impl Observer {
+    fn model_version(&self) -> Arc<str> {
+        self.model_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_model_version(&self, version: Arc<str>) {
+        *self.model_version.lock().unwrap_or_else(|e| e.into_inner()) = version;
+    }
+}
+
+impl ModelObserver for Observer {
+    fn observe_model_batch(&self, size: usize) {
+        if let Some(m) = self.metrics.get() {
+            m.observe_model_batch(size);
+        }
+    }
+
+    fn model_timeout(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.model_timeout();
+        }
+    }
+
+    fn model_error(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.model_error();
+        }
+    }
 }
 
 impl ReloadObserver for Observer {
@@ -104,7 +164,7 @@ impl ReloadObserver for Observer {
         tracing::info!(ruleset_version = version, "rules reloaded");
         if let Some(m) = self.metrics.get() {
             m.reload("rules", true);
-            m.set_versions(version, "none");
+            m.set_versions(version, &self.model_version());
         }
     }
 
@@ -184,9 +244,42 @@ pub fn catalogue_and_store(
     Ok((catalogue, store))
 }
 
-/// The catalogue a configuration gives rules (see [`catalogue_and_store`]).
+/// The catalogue a configuration gives rules (see [`catalogue_and_store`]),
+/// with the outputs its model manifests name. Reads the manifests only: it
+/// needs neither ONNX Runtime nor the model files.
 pub fn catalogue(config: &Config, schema: &Schema) -> Result<Catalogue> {
-    Ok(catalogue_and_store(config, schema)?.0)
+    let mut catalogue = catalogue_and_store(config, schema)?.0;
+    if let Some(mc) = model_config(config) {
+        register_model_outputs(&mc, &mut catalogue)?;
+    }
+    Ok(catalogue)
+}
+
+/// The `[model]` section with its paths resolved against the configuration.
+fn model_config(config: &Config) -> Option<ModelConfig> {
+    let mut mc = config.model.clone()?;
+    mc.manifest = config.resolve(&mc.manifest);
+    mc.challenger = mc.challenger.map(|p| config.resolve(&p));
+    mc.ort_library = mc.ort_library.map(|p| config.resolve(&p));
+    Some(mc)
+}
+
+/// Registers the outputs the manifests of `mc` name, as [`Models::load`]
+/// would, without loading the models.
+fn register_model_outputs(mc: &ModelConfig, catalogue: &mut Catalogue) -> Result<()> {
+    let champion = Manifest::load(&mc.manifest)?;
+    champion.register_outputs(catalogue);
+    if let Some(path) = &mc.challenger {
+        for o in Manifest::load(path)?.outputs {
+            let name = if champion.outputs.iter().any(|c| c.name == o.name) {
+                verdict_models::challenger_output_name(&o.name)
+            } else {
+                o.name
+            };
+            catalogue.add_model_output(&name, ValueType::Number);
+        }
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -195,7 +288,38 @@ impl Engine {
     pub fn load(config: &Config) -> Result<Engine> {
         let schema_path = config.resolve(&config.engine.schema);
         let schema = Arc::new(Schema::load(&schema_path).context("loading the event schema")?);
-        let (catalogue, store) = catalogue_and_store(config, &schema)?;
+        let (mut catalogue, store) = catalogue_and_store(config, &schema)?;
+        let observer = Arc::new(Observer::default());
+        let model = match model_config(config) {
+            None => ModelStage::None,
+            Some(mc) => match Models::load(&mc, &mut catalogue, observer.clone()) {
+                Ok(models) => {
+                    let version = models.champion().version();
+                    tracing::info!(
+                        model = models.champion().name(),
+                        model_version = %version,
+                        challenger = models.challenger().map(|c| c.name()),
+                        "model loaded"
+                    );
+                    observer.set_model_version(version);
+                    ModelStage::Loaded {
+                        models,
+                        manifest: mc.manifest,
+                    }
+                }
+                Err(e @ (ModelError::RuntimeMissing { .. } | ModelError::RuntimeLoad { .. })) => {
+                    tracing::error!(
+                        "{e}. Deciding without the model: every decision is marked degraded until Verdict restarts with ONNX Runtime available"
+                    );
+                    register_model_outputs(&mc, &mut catalogue)?;
+                    ModelStage::Unavailable
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("loading the model {}", mc.manifest.display())));
+                }
+            },
+        };
         let catalogue = Arc::new(catalogue);
         let stop = Arc::new(AtomicBool::new(false));
         let snapshot = config.features.snapshot.as_ref().map(|p| config.resolve(p));
@@ -231,7 +355,6 @@ impl Engine {
         }
         let key_slot = schema.slot("user_id");
         let parser = EventParser::new(schema).with_max_bytes(config.engine.max_event_bytes);
-        let observer = Arc::new(Observer::default());
         let rules = match &config.engine.rules {
             None => None,
             Some(dir) => {
@@ -267,6 +390,7 @@ impl Engine {
             }
         };
         let feature_slots = catalogue.len(verdict_core::Namespace::Feature);
+        let model_slots = catalogue.len(verdict_core::Namespace::Model);
         Ok(Engine {
             parser,
             catalogue,
@@ -275,6 +399,8 @@ impl Engine {
             observer,
             features,
             feature_slots,
+            model,
+            model_slots,
             snapshot,
             stop,
         })
@@ -282,8 +408,57 @@ impl Engine {
 
     /// Counts reloads and exports versions in `metrics` from now on.
     pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
-        metrics.set_versions(&self.ruleset_version(), "none");
+        metrics.set_versions(&self.ruleset_version(), &self.observer.model_version());
         let _ = self.observer.metrics.set(metrics);
+    }
+
+    /// True when every configured stage is serving: the rules and features
+    /// load with the engine or not at all; a configured model may be
+    /// unavailable (ONNX Runtime missing), and then the engine decides
+    /// degraded and is not ready.
+    pub fn stages_ready(&self) -> bool {
+        !matches!(self.model, ModelStage::Unavailable)
+    }
+
+    /// The version of the serving champion model, if one is loaded.
+    pub fn model_version(&self) -> Option<Arc<str>> {
+        match &self.model {
+            ModelStage::Loaded { models, .. } => Some(models.champion().version()),
+            _ => None,
+        }
+    }
+
+    /// Re-reads the champion's manifest and model file and swaps them in
+    /// when they load and score a probe row; the old model keeps serving
+    /// otherwise.
+    pub fn reload_model(&self) -> Result<Arc<str>, String> {
+        let ModelStage::Loaded { models, manifest } = &self.model else {
+            return Err(match self.model {
+                ModelStage::Unavailable => {
+                    "ONNX Runtime is not loaded; restart Verdict once it is installed".into()
+                }
+                _ => "no model is configured ([model] manifest)".into(),
+            });
+        };
+        let result = models.reload_champion(manifest);
+        let metrics = self.observer.metrics.get();
+        match &result {
+            Ok(version) => {
+                tracing::info!(model_version = %version, "model reloaded");
+                self.observer.set_model_version(version.clone());
+                if let Some(m) = metrics {
+                    m.reload("model", true);
+                    m.set_versions(&self.ruleset_version(), version);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model refused; the previous model keeps serving");
+                if let Some(m) = metrics {
+                    m.reload("model", false);
+                }
+            }
+        }
+        result.map_err(|e| e.to_string())
     }
 
     /// The version of the serving rule set ("none" without rules).
@@ -360,18 +535,43 @@ impl Engine {
     }
 
     /// Scores, runs the rules and builds the decision of a prepared event.
-    pub async fn finish(&self, prepared: Prepared) -> Decided {
-        self.conclude(prepared)
+    /// The score is awaited at most the model's deadline; past it the
+    /// decision is made without it and marked degraded.
+    pub async fn finish(&self, mut prepared: Prepared) -> Decided {
+        let outcome = match &self.model {
+            ModelStage::Loaded { models, .. } => {
+                let started = Instant::now();
+                let scoring = models.score(&Record {
+                    event: prepared.event.values(),
+                    features: &prepared.features,
+                    model: &[],
+                });
+                let outcome = scoring.await;
+                prepared.timings.model = started.elapsed();
+                Some(outcome)
+            }
+            _ => None,
+        };
+        self.conclude(prepared, outcome)
     }
 
     /// The rules and the decision record: synchronous, no I/O.
-    fn conclude(&self, prepared: Prepared) -> Decided {
+    fn conclude(&self, prepared: Prepared, outcome: Option<ModelOutcome>) -> Decided {
         let Prepared {
             event,
             features,
             read_at,
             mut timings,
         } = prepared;
+        let degraded = match &self.model {
+            ModelStage::None => false,
+            ModelStage::Unavailable => true,
+            ModelStage::Loaded { .. } => outcome.as_ref().is_none_or(|o| o.degraded),
+        };
+        let mut model = vec![verdict_core::Value::Missing; self.model_slots];
+        if let Some(o) = &outcome {
+            o.write_slots(&mut model);
+        }
         let key = self.key_slot.and_then(|slot| match event.get(slot) {
             verdict_core::Value::String(s) => Some(s.clone()),
             _ => None,
@@ -390,7 +590,7 @@ impl Engine {
                 let record = Record {
                     event: event.values(),
                     features: &features,
-                    model: &[],
+                    model: &model,
                 };
                 set.evaluate(&record, &mut eval);
                 set.version().clone()
@@ -403,10 +603,13 @@ impl Engine {
             decision: eval.decision,
             hits: eval.hits,
             shadow_hits: eval.shadow_hits,
-            scores: Scores::default(),
+            scores: outcome
+                .as_ref()
+                .map(ModelOutcome::scores)
+                .unwrap_or_default(),
             ruleset_version,
-            model_version: None,
-            degraded: false,
+            model_version: outcome.as_ref().and_then(|o| o.model_version().cloned()),
+            degraded,
             latency_us: read_at.elapsed().as_micros() as u64,
             decided_at: verdict_core::time::now_ms(),
         };
@@ -414,7 +617,6 @@ impl Engine {
             decision,
             key,
             timings,
-            model_timed_out: false,
         }
     }
 }
@@ -425,13 +627,13 @@ impl crate::http::Admin for Engine {
     }
 
     fn reload_model(&self) -> Result<String, String> {
-        Err("no model is configured".into())
+        Engine::reload_model(self).map(|v| format!("model reloaded: {v}"))
     }
 
     fn versions(&self) -> serde_json::Value {
         serde_json::json!({
             "ruleset_version": &*self.ruleset_version(),
-            "model_version": serde_json::Value::Null,
+            "model_version": self.model_version().as_deref(),
         })
     }
 }

@@ -21,10 +21,15 @@ pub struct Metrics {
     rule_hits: IntCounterVec,
     model_batch: Histogram,
     model_timeouts: IntCounter,
+    model_errors: IntCounter,
+    degraded: IntCounter,
     info: IntGaugeVec,
     reloads: IntCounterVec,
     feature_entities: IntGauge,
     feature_bytes: IntGauge,
+    feature_late: IntCounter,
+    feature_duplicates: IntCounter,
+    feature_evictions: IntCounter,
     /// `decisions` children by outcome (approve, review, deny), resolved
     /// once so that counting a decision looks no label up.
     by_outcome: [IntCounter; 3],
@@ -93,6 +98,16 @@ impl Metrics {
             "Events decided without a score because the model missed its deadline.",
         )
         .expect("valid metric");
+        let model_errors = IntCounter::new(
+            "verdict_model_errors_total",
+            "Events decided without a score because the model failed to score them.",
+        )
+        .expect("valid metric");
+        let degraded = IntCounter::new(
+            "verdict_decisions_degraded_total",
+            "Decisions made without a stage (the model) that missed its deadline or failed.",
+        )
+        .expect("valid metric");
         let info = IntGaugeVec::new(
             Opts::new("verdict_info", "The rule set and model in use (value 1)."),
             &["ruleset_version", "model_version"],
@@ -113,8 +128,28 @@ impl Metrics {
             "Approximate memory held by the feature store.",
         )
         .expect("valid metric");
+        let feature_late = IntCounter::new(
+            "verdict_feature_late_events_total",
+            "Events older than the allowed lateness: decided, but not added to the windows.",
+        )
+        .expect("valid metric");
+        let feature_duplicates = IntCounter::new(
+            "verdict_feature_duplicate_events_total",
+            "Events whose event_id was seen recently: decided, but not counted again.",
+        )
+        .expect("valid metric");
+        let feature_evictions = IntCounter::new(
+            "verdict_feature_evictions_total",
+            "Entities evicted from the feature store (idle, or over the memory budget).",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_errors.clone()),
+            Box::new(degraded.clone()),
+            Box::new(feature_late.clone()),
+            Box::new(feature_duplicates.clone()),
+            Box::new(feature_evictions.clone()),
             Box::new(rule_hits.clone()),
             Box::new(model_batch.clone()),
             Box::new(model_timeouts.clone()),
@@ -151,10 +186,15 @@ impl Metrics {
             rule_hits,
             model_batch,
             model_timeouts,
+            model_errors,
+            degraded,
             info,
             reloads,
             feature_entities,
             feature_bytes,
+            feature_late,
+            feature_duplicates,
+            feature_evictions,
         }
     }
 
@@ -194,10 +234,22 @@ impl Metrics {
         self.reloads.with_label_values(&[component, result]).inc();
     }
 
-    /// The feature store's size.
-    pub fn set_feature_store(&self, entities: u64, bytes: u64) {
-        self.feature_entities.set(entities as i64);
-        self.feature_bytes.set(bytes as i64);
+    /// One event the model failed to score.
+    pub fn model_error(&self) {
+        self.model_errors.inc();
+    }
+
+    /// The feature store's size and counters (cumulative since start).
+    pub fn set_feature_store(&self, stats: &verdict_features::StoreStats) {
+        self.feature_entities.set(stats.entities as i64);
+        self.feature_bytes.set(stats.bytes as i64);
+        for (c, total) in [
+            (&self.feature_late, stats.late_events),
+            (&self.feature_duplicates, stats.duplicates),
+            (&self.feature_evictions, stats.evictions),
+        ] {
+            c.inc_by(total.saturating_sub(c.get()));
+        }
     }
 
     /// One event read.
@@ -230,8 +282,8 @@ impl Metrics {
         for hit in d.decision.hits.iter().chain(&d.decision.shadow_hits) {
             self.rule_hit(&hit.rule);
         }
-        if d.model_timed_out {
-            self.model_timeout();
+        if d.decision.degraded {
+            self.degraded.inc();
         }
     }
 

@@ -106,7 +106,13 @@ pub fn run(args: ReplayArgs) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Decides every line of `input`, writing to `decisions` and `dead`.
+/// Events decided concurrently while later lines are read: enough for the
+/// model to score full batches; outputs are still written in input order.
+const WINDOW: usize = 256;
+
+/// Decides every line of `input`, writing to `decisions` and `dead` in
+/// input order. Lines are parsed and see their features in order; scoring
+/// and rules run for up to [`WINDOW`] events at once.
 pub async fn replay(
     engine: &Engine,
     mut input: impl BufRead,
@@ -114,10 +120,32 @@ pub async fn replay(
     decisions: &mut dyn Write,
     dead: &mut dyn Write,
 ) -> Result<ReplaySummary> {
+    use futures::StreamExt;
+    use futures::future::Either;
+    use futures::stream::FuturesOrdered;
+
     let mut summary = ReplaySummary::default();
     let mut line = Vec::with_capacity(1024);
     let started = Instant::now();
     let mut last_progress = started;
+    let mut window = FuturesOrdered::new();
+    let mut write = |summary: &mut ReplaySummary, out| -> Result<()> {
+        match out {
+            Ok(decided) => {
+                let decided: crate::engine::Decided = decided;
+                summary.decisions += 1;
+                summary.by_outcome[outcome_index(decided.decision.decision)] += 1;
+                serde_json::to_writer(&mut *decisions, &decided.decision)?;
+                decisions.write_all(b"\n")?;
+            }
+            Err(letter) => {
+                summary.dead_letters += 1;
+                serde_json::to_writer(&mut *dead, &letter)?;
+                dead.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    };
     loop {
         line.clear();
         let n = input
@@ -135,25 +163,22 @@ pub async fn replay(
             file: file_name.to_owned(),
             line: line_no,
         };
-        match engine.prepare(bytes, position, read_at) {
-            Ok(prepared) => {
-                let decided = engine.finish(prepared).await;
-                summary.decisions += 1;
-                summary.by_outcome[outcome_index(decided.decision.decision)] += 1;
-                serde_json::to_writer(&mut *decisions, &decided.decision)?;
-                decisions.write_all(b"\n")?;
-            }
-            Err(letter) => {
-                summary.dead_letters += 1;
-                serde_json::to_writer(&mut *dead, &letter)?;
-                dead.write_all(b"\n")?;
-            }
+        window.push_back(match engine.prepare(bytes, position, read_at) {
+            Ok(prepared) => Either::Left(async move { Ok(engine.finish(prepared).await) }),
+            Err(letter) => Either::Right(std::future::ready(Err(letter))),
+        });
+        while window.len() >= WINDOW {
+            let out = window.next().await.expect("the window is not empty");
+            write(&mut summary, out)?;
         }
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
             let rate = summary.lines as f64 / started.elapsed().as_secs_f64();
             eprintln!("replay: {} lines, {rate:.0} events/s", summary.lines);
         }
+    }
+    while let Some(out) = window.next().await {
+        write(&mut summary, out)?;
     }
     Ok(summary)
 }

@@ -39,7 +39,7 @@
 //! partitions, and drops the outputs of their events still being decided,
 //! which the new owner decides again from the committed offset.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -125,8 +125,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Consumes until `stop` is set, then drains every lane, commits and
-    /// returns. The first lane that fails stops the others.
-    pub async fn run(&self, stop: Arc<AtomicBool>) -> Result<()> {
+    /// returns the committed position of every partition the lanes held at
+    /// the end (`topic/partition` → next offset). The first lane that fails
+    /// stops the others.
+    pub async fn run(&self, stop: Arc<AtomicBool>) -> Result<BTreeMap<String, i64>> {
         let lanes = self.kafka.lanes();
         tracing::info!(
             topic = %self.kafka.events_topic,
@@ -138,6 +140,7 @@ impl Pipeline {
         let finished = Arc::new(tokio::sync::Barrier::new(lanes));
         let assigned: Arc<Vec<AtomicBool>> =
             Arc::new((0..lanes).map(|_| AtomicBool::new(false)).collect());
+        let positions = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let mut tasks = tokio::task::JoinSet::new();
         for id in 0..lanes {
             let lane = Lane {
@@ -148,6 +151,7 @@ impl Pipeline {
                 assigned: assigned.clone(),
                 ready: self.ready.clone(),
                 finished: finished.clone(),
+                positions: positions.clone(),
             };
             let stop = stop.clone();
             tasks.spawn(async move { lane.run(stop).await });
@@ -165,7 +169,8 @@ impl Pipeline {
             Some(e) => Err(e),
             None => {
                 tracing::info!("stopped; offsets committed");
-                Ok(())
+                let positions = positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(positions)
             }
         }
     }
@@ -182,6 +187,8 @@ struct Lane {
     /// Lanes leave the group only once all have committed, so that one
     /// leaving does not rebalance the others out of their last commit.
     finished: Arc<tokio::sync::Barrier>,
+    /// The committed positions of every lane's partitions, filled on stop.
+    positions: Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
 }
 
 /// What the window yields for one event, in read order.
@@ -327,13 +334,33 @@ impl Lane {
         }
         tracks.check_failure()?;
         self.commit_final(&consumer, &producer, &tracks).await?;
+        self.record_positions(&consumer);
         self.metrics.set_in_flight(0);
         let _ = tokio::time::timeout(bound, self.finished.wait()).await;
         tracing::info!(lane = self.id, "lane stopped; offsets committed");
         Ok(())
     }
 
-    /// `/readyz` holds while every lane has partitions assigned.
+    /// Notes the committed offsets of the lane's partitions (the positions
+    /// a feature snapshot taken now covers).
+    fn record_positions(&self, consumer: &StreamConsumer<LaneContext>) {
+        match consumer.committed(Duration::from_secs(5)) {
+            Ok(tpl) => {
+                let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+                for e in tpl.elements() {
+                    if let rdkafka::Offset::Offset(o) = e.offset() {
+                        positions.insert(format!("{}/{}", e.topic(), e.partition()), o);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(lane = self.id, error = %e, "cannot read the committed offsets")
+            }
+        }
+    }
+
+    /// `/readyz` holds while every lane has partitions assigned and every
+    /// configured stage (the model included) is serving.
     fn check_ready(&self, consumer: &StreamConsumer<LaneContext>) {
         let has = consumer
             .assignment()
@@ -341,7 +368,8 @@ impl Lane {
             .unwrap_or(false);
         self.assigned[self.id].store(has, Ordering::Relaxed);
         let all = self.assigned.iter().all(|a| a.load(Ordering::Relaxed));
-        self.ready.store(all, Ordering::Relaxed);
+        self.ready
+            .store(all && self.engine.stages_ready(), Ordering::Relaxed);
     }
 
     /// Serialises one output and hands it to the producer, in read order.
@@ -871,6 +899,17 @@ impl LaneContext {
     }
 }
 
+/// Exports the feature store's size and counters every few seconds.
+pub async fn report_features(engine: Arc<Engine>, metrics: Arc<Metrics>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        if let Some(stats) = engine.feature_stats() {
+            metrics.set_feature_store(&stats);
+        }
+    }
+}
+
 /// `verdict run`.
 pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
     let config: Config = args.engine.load()?;
@@ -910,7 +949,11 @@ pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
             tracing::info!("shutdown requested");
             s.store(true, Ordering::Relaxed);
         });
-        pipeline.run(stop).await
+        tokio::spawn(report_features(pipeline.engine.clone(), pipeline.metrics.clone()));
+        let positions = pipeline.run(stop).await?;
+        // Every event up to the committed positions is in the store: a
+        // restart restores this and resumes from those offsets.
+        pipeline.engine.snapshot_features(&positions)
     })?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -32,6 +32,10 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
         kafka: KafkaConfig::default(),
         http: HttpConfig::default(),
         features: Default::default(),
+        model: Some(verdict_models::ModelConfig::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/fraud-gbt.manifest.toml"
+        ))),
         base: Default::default(),
     };
     let metrics = Arc::new(Metrics::new());
@@ -122,12 +126,17 @@ async fn admin_requires_the_bearer_token() {
         text.contains("verdict_reloads_total{component=\"rules\",result=\"success\"} 1"),
         "{text}"
     );
-    assert!(text.contains("verdict_info{model_version=\"none\",ruleset_version=\"rs-"));
-    assert_eq!(
-        request(addr, "POST", "/admin/reload/model", right, b"")
-            .await
-            .0,
-        422
+    assert!(
+        text.contains("verdict_info{model_version=\"fraud-gbt-"),
+        "{text}"
+    );
+    let (status, body) = request(addr, "POST", "/admin/reload/model", right, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("model reloaded: fraud-gbt-"), "{body}");
+    let text = metrics.render();
+    assert!(
+        text.contains("verdict_reloads_total{component=\"model\",result=\"success\"} 1"),
+        "{text}"
     );
     // Not ready until a consumer holds an assignment.
     assert_eq!(request(addr, "GET", "/readyz", "", b"").await.0, 503);

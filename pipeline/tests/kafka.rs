@@ -53,6 +53,10 @@ fn config(brokers: &str) -> Config {
         },
         http: HttpConfig::default(),
         features: Default::default(),
+        model: Some(verdict_models::ModelConfig::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/fraud-gbt.manifest.toml"
+        ))),
         base: Default::default(),
     }
 }
@@ -294,7 +298,14 @@ async fn metrics_endpoint_passes_promtool() {
     metrics.model_timeout();
     metrics.set_versions("rs-1", "m-1");
     metrics.reload("rules", true);
-    metrics.set_feature_store(10, 4096);
+    metrics.model_error();
+    metrics.set_feature_store(&verdict_features::StoreStats {
+        entities: 10,
+        bytes: 4096,
+        late_events: 2,
+        duplicates: 1,
+        evictions: 3,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(verdict::http::serve(
@@ -315,6 +326,14 @@ async fn metrics_endpoint_passes_promtool() {
     assert!(response.starts_with("HTTP/1.0 200"), "{response}");
     let body = response.split("\r\n\r\n").nth(1).unwrap().to_owned();
     assert!(body.contains("verdict_decisions_total{outcome=\"approve\"} 1"));
+    for line in [
+        "verdict_feature_late_events_total 2",
+        "verdict_feature_evictions_total 3",
+        "verdict_model_errors_total 1",
+        "verdict_info{model_version=\"m-1\",ruleset_version=\"rs-1\"} 1",
+    ] {
+        assert!(body.contains(line), "{line} in\n{body}");
+    }
     let mut child = std::process::Command::new("/usr/bin/promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

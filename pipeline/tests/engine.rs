@@ -1,0 +1,109 @@
+//! The engine's stages joined: a decision carries the model's score and
+//! version; without ONNX Runtime the rules still decide, marked degraded;
+//! a model that fails to reload keeps the old one serving.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use verdict::config::Config;
+use verdict::engine::Engine;
+use verdict_core::Position;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn config() -> Config {
+    let mut config = Config::load(&root().join("verdict.toml")).unwrap();
+    config.engine.rules_watch_ms = 0;
+    // Generous: a debug build on a busy machine still scores in time.
+    config.model.as_mut().unwrap().deadline_ms = 5_000;
+    config
+}
+
+const EVENT: &str = r#"{"event_id":"e-1","event_type":"loan_application","timestamp":"2026-11-24T08:15:30.250Z","user_id":"u_000001","device_id":"d-1","ip":"10.1.2.3","amount":4990,"attributes":{"term_months":12,"new_device":true}}"#;
+
+async fn decide(engine: &Engine, bytes: &str) -> verdict_core::Decision {
+    let prepared = engine
+        .prepare(
+            bytes.as_bytes(),
+            || Position::Http {
+                http: "test".into(),
+            },
+            Instant::now(),
+        )
+        .unwrap();
+    engine.finish(prepared).await.decision
+}
+
+#[tokio::test]
+async fn a_decision_carries_the_score_and_the_model_version() {
+    let engine = Engine::load(&config()).unwrap();
+    assert!(engine.stages_ready());
+    let version = engine.model_version().expect("the model loads");
+    let d = decide(&engine, EVENT).await;
+    assert!(!d.degraded);
+    assert_eq!(d.model_version.as_deref(), Some(&*version));
+    let json = serde_json::to_value(&d).unwrap();
+    let score = json["scores"]["fraud_score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score), "{json}");
+}
+
+#[tokio::test]
+async fn without_onnx_runtime_the_rules_decide_degraded() {
+    let mut config = config();
+    config.model.as_mut().unwrap().ort_library = Some("/nonexistent/libonnxruntime.so".into());
+    let engine = Engine::load(&config).expect("a missing runtime does not stop Verdict");
+    assert!(!engine.stages_ready(), "not ready without the model");
+    assert_eq!(engine.model_version(), None);
+    let d = decide(&engine, EVENT).await;
+    assert!(d.degraded);
+    assert_eq!(d.model_version, None);
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["scores"], serde_json::json!({}));
+    // The rule set is the serving one: the decision is made by the rules.
+    assert_ne!(&*d.ruleset_version, "none");
+    let err = engine.reload_model().unwrap_err();
+    assert!(err.contains("ONNX Runtime is not loaded"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_model_on_reload_is_refused_and_the_old_one_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["fraud-gbt.manifest.toml", "fraud-gbt.onnx"] {
+        std::fs::copy(root().join("models").join(f), dir.path().join(f)).unwrap();
+    }
+    let mut config = config();
+    config.model.as_mut().unwrap().manifest = dir.path().join("fraud-gbt.manifest.toml");
+    let engine = Engine::load(&config).unwrap();
+    let before = engine.model_version().unwrap();
+
+    std::fs::write(dir.path().join("fraud-gbt.onnx"), b"not a model").unwrap();
+    let err = engine.reload_model().unwrap_err();
+    assert!(err.contains("fraud-gbt"), "{err}");
+    assert_eq!(engine.model_version().unwrap(), before);
+    let d = decide(&engine, EVENT).await;
+    assert!(!d.degraded);
+    assert_eq!(d.model_version.as_deref(), Some(&*before));
+}
+
+#[test]
+fn a_manifest_naming_an_unknown_input_stops_the_start_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("models/fraud-gbt.manifest.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("m.manifest.toml"),
+        text.replace("feature.user.txn_count_1h", "feature.user.txn_count_2h"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("models/fraud-gbt.onnx"),
+        dir.path().join("fraud-gbt.onnx"),
+    )
+    .unwrap();
+    let mut config = config();
+    config.model.as_mut().unwrap().manifest = dir.path().join("m.manifest.toml");
+    let err = format!("{:#}", Engine::load(&config).err().unwrap());
+    assert!(err.contains("m.manifest.toml"), "{err}");
+    assert!(err.contains("feature.user.txn_count_2h"), "{err}");
+}
