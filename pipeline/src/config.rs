@@ -86,6 +86,9 @@ pub struct FeaturesConfig {
     /// Memory the store may hold, in MiB; beyond it the longest-idle
     /// entities are evicted.
     pub memory_budget_mb: u64,
+    /// Decisions remembered by `event_id`: a redelivered event (a duplicate
+    /// the dedup window caught) gets its first decision again.
+    pub recent_decisions: usize,
 }
 
 impl Default for FeaturesConfig {
@@ -96,6 +99,7 @@ impl Default for FeaturesConfig {
             lateness_secs: store.lateness_secs,
             dedup_capacity: store.dedup_capacity,
             memory_budget_mb: store.memory_budget_mb,
+            recent_decisions: 100_000,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Prepared {
     /// When the source read the event: `latency_us` starts here.
     pub read_at: Instant,
     pub timings: StageTimings,
+    /// The feature store had seen this `event_id` recently: a redelivery.
+    pub duplicate: bool,
 }
 
 /// A decided event.
@@ -75,6 +77,8 @@ pub struct Engine {
     /// Model-output slots the record has.
     model_slots: usize,
     snapshot: Option<std::path::PathBuf>,
+    /// Decisions by event id, given again to a redelivered event.
+    recent: crate::recent::RecentDecisions,
     /// Stops the background threads (rule watcher, batch refresh).
     stop: Arc<AtomicBool>,
 }
@@ -402,6 +406,7 @@ impl Engine {
             model,
             model_slots,
             snapshot,
+            recent: crate::recent::RecentDecisions::new(config.features.recent_decisions),
             stop,
         })
     }
@@ -522,8 +527,10 @@ impl Engine {
         };
         timings.parse = read_at.elapsed();
         let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
+        let mut duplicate = false;
         if let Some(store) = &self.features {
-            store.read_and_update(&event, &mut features);
+            duplicate = store.read_and_update(&event, &mut features)
+                == verdict_features::UpdateOutcome::Duplicate;
             timings.features = read_at.elapsed() - timings.parse;
         }
         Ok(Prepared {
@@ -531,6 +538,7 @@ impl Engine {
             features,
             read_at,
             timings,
+            duplicate,
         })
     }
 
@@ -538,6 +546,17 @@ impl Engine {
     /// The score is awaited at most the model's deadline; past it the
     /// decision is made without it and marked degraded.
     pub async fn finish(&self, mut prepared: Prepared) -> Decided {
+        if prepared.duplicate
+            && let Some(mut decision) = self.recent.get(prepared.event.id())
+        {
+            decision.latency_us = prepared.read_at.elapsed().as_micros() as u64;
+            decision.decided_at = verdict_core::time::now_ms();
+            return Decided {
+                key: self.output_key(&prepared.event),
+                decision,
+                timings: prepared.timings,
+            };
+        }
         let outcome = match &self.model {
             ModelStage::Loaded { models, .. } => {
                 let started = Instant::now();
@@ -555,6 +574,14 @@ impl Engine {
         self.conclude(prepared, outcome)
     }
 
+    /// The event's `user_id`, the key of its output record.
+    fn output_key(&self, event: &Event) -> Option<Arc<str>> {
+        self.key_slot.and_then(|slot| match event.get(slot) {
+            verdict_core::Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
     /// The rules and the decision record: synchronous, no I/O.
     fn conclude(&self, prepared: Prepared, outcome: Option<ModelOutcome>) -> Decided {
         let Prepared {
@@ -562,6 +589,7 @@ impl Engine {
             features,
             read_at,
             mut timings,
+            ..
         } = prepared;
         let degraded = match &self.model {
             ModelStage::None => false,
@@ -572,10 +600,7 @@ impl Engine {
         if let Some(o) = &outcome {
             o.write_slots(&mut model);
         }
-        let key = self.key_slot.and_then(|slot| match event.get(slot) {
-            verdict_core::Value::String(s) => Some(s.clone()),
-            _ => None,
-        });
+        let key = self.output_key(&event);
         let started = Instant::now();
         // Hits are moved into the decision: no buffer is kept, and a
         // decision without hits allocates nothing here.
@@ -613,6 +638,7 @@ impl Engine {
             latency_us: read_at.elapsed().as_micros() as u64,
             decided_at: verdict_core::time::now_ms(),
         };
+        self.recent.insert(&decision);
         Decided {
             decision,
             key,

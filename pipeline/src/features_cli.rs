@@ -80,7 +80,7 @@ pub fn run(args: FeaturesArgs) -> Result<ExitCode> {
     }
 }
 
-/// An engine that computes features only: no rules, no snapshot (every
+/// An engine that computes features only: no rules, no model, no snapshot (every
 /// export starts from an empty store and sees the file from its start).
 fn feature_engine(overrides: &EngineOverrides) -> Result<Engine> {
     let mut config = overrides.load()?;
@@ -92,6 +92,7 @@ fn feature_engine(overrides: &EngineOverrides) -> Result<Engine> {
     }
     config.engine.rules = None;
     config.engine.rules_watch_ms = 0;
+    config.model = None;
     config.features.snapshot = None;
     Engine::load(&config)
 }

@@ -107,3 +107,45 @@ fn a_manifest_naming_an_unknown_input_stops_the_start_with_its_path() {
     assert!(err.contains("m.manifest.toml"), "{err}");
     assert!(err.contains("feature.user.txn_count_2h"), "{err}");
 }
+
+#[tokio::test]
+async fn a_redelivered_event_gets_its_first_decision_again() {
+    let engine = Engine::load(&config()).unwrap();
+    // A device burst: the third application is reviewed or denied on the
+    // velocity of the two before it.
+    let app = |id: &str, user: &str, second: u32| {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"loan_application","timestamp":"2026-11-24T08:15:{second:02}.000Z","user_id":"{user}","device_id":"d-burst","ip":"10.9.9.9","amount":4990,"attributes":{{"term_months":12}}}}"#
+        )
+    };
+    let mut first = Vec::new();
+    for (i, user) in ["u_000011", "u_000012", "u_000013", "u_000014", "u_000015"]
+        .iter()
+        .enumerate()
+    {
+        first.push(decide(&engine, &app(&format!("b-{i}"), user, i as u32)).await);
+    }
+    // Every one of them again, as Kafka redelivers after a crash: the store
+    // now holds all five, yet each gets the decision it got first.
+    for (i, user) in ["u_000011", "u_000012", "u_000013", "u_000014", "u_000015"]
+        .iter()
+        .enumerate()
+    {
+        let again = decide(&engine, &app(&format!("b-{i}"), user, i as u32)).await;
+        let was = &first[i];
+        assert_eq!(
+            (
+                again.decision,
+                &again.hits,
+                &again.scores,
+                &again.model_version
+            ),
+            (was.decision, &was.hits, &was.scores, &was.model_version),
+            "event b-{i}"
+        );
+    }
+    assert_ne!(
+        first[0].hits, first[4].hits,
+        "the burst changes the decision, so the test can tell"
+    );
+}
