@@ -7,7 +7,7 @@
 //! never across an await.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use verdict_core::Decision;
@@ -38,9 +38,7 @@ impl RecentDecisions {
     }
 
     fn shard(&self, id: &str) -> &Mutex<Shard> {
-        let mut h = self.hash.build_hasher();
-        id.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+        &self.shards[self.hash.hash_one(id) as usize % SHARDS]
     }
 
     /// Remembers `decision` under its event id.
