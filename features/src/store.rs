@@ -108,6 +108,8 @@ pub struct FeatureStore {
     pub(crate) batch: BatchTables,
     dedup: Mutex<Dedup>,
     pub(crate) watermark: AtomicI64,
+    /// The watermark at the last sweep.
+    swept_at: AtomicI64,
     config: StoreConfig,
     late: AtomicU64,
     duplicates: AtomicU64,
@@ -161,6 +163,7 @@ impl FeatureStore {
                 capacity: config.dedup_capacity,
             }),
             watermark: AtomicI64::new(i64::MIN),
+            swept_at: AtomicI64::new(i64::MIN),
             late: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -254,13 +257,17 @@ impl FeatureStore {
                 read_only(out, map.get(&**key).as_deref());
                 continue;
             }
-            let mut entry = map.entry(Box::from(&**key)).or_insert_with(|| EntityState {
-                last_seen: t,
-                states: features
-                    .iter()
-                    .map(|&i| State::new(self.defs.features[i].agg))
-                    .collect(),
-            });
+            // The key is copied only for a new entity.
+            let mut entry = match map.get_mut(&**key) {
+                Some(entry) => entry,
+                None => map.entry(Box::from(&**key)).or_insert_with(|| EntityState {
+                    last_seen: t,
+                    states: features
+                        .iter()
+                        .map(|&i| State::new(self.defs.features[i].agg))
+                        .collect(),
+                }),
+            };
             let state = entry.value_mut();
             state.last_seen = state.last_seen.max(t);
             for (k, &i) in features.iter().enumerate() {
@@ -276,9 +283,26 @@ impl FeatureStore {
             }
         }
         if update && self.updates.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
-            self.maintain();
+            self.maybe_maintain();
         }
         outcome
+    }
+
+    /// Sweeps (see [`FeatureStore::maintain`]) when it can evict anything:
+    /// when event time has moved on by a tenth of the idle limit since the
+    /// last sweep, or when the store is over its memory budget. Checking
+    /// costs a few loads; a sweep visits every entity.
+    fn maybe_maintain(&self) {
+        let now = self.watermark.load(Ordering::Acquire);
+        let last = self.swept_at.load(Ordering::Relaxed);
+        let budget = self.config.memory_budget_mb.saturating_mul(1 << 20);
+        let due = last == i64::MIN
+            || now.saturating_sub(last) >= self.defs.longest_window_ms() / 10
+            || self.stats().bytes > budget;
+        if due {
+            self.swept_at.store(now, Ordering::Relaxed);
+            self.maintain();
+        }
     }
 
     /// Evicts entities idle beyond the longest window, then the longest
