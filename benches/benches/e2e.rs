@@ -1,0 +1,298 @@
+//! End to end on an in-process Kafka-protocol broker (librdkafka's mock
+//! cluster), one long run per figure rather than criterion samples:
+//!
+//! 1. **Pass-through**: a raw rdkafka consume → produce of the generated
+//!    events, as many consumer-group members as Verdict has lanes, with the
+//!    same producer guarantees (`acks=all`, idempotent) and batching: the
+//!    ceiling any Kafka service on this machine can reach.
+//! 2. **Verdict**: the same events through `verdict run`'s pipeline with the
+//!    shipped configuration (parse, features, model, rules; outputs
+//!    produced and offsets committed after acknowledgement).
+//! 3. **Latency at half load**: events produced at half the pass-through
+//!    rate while Verdict decides them; `latency_us` percentiles of the
+//!    decisions (read → handed to the producer, as the contract defines it).
+//!
+//! ```sh
+//! cargo bench -p verdict-benches --bench e2e            # 200,000 events
+//! EVENTS=1000000 cargo bench -p verdict-benches --bench e2e
+//! ```
+//!
+//! Every phase has its own cluster; the generator, the broker, the reader
+//! and the service share the machine's cores, so the figures are a ratio
+//! more than an absolute.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use verdict::config::Config;
+use verdict::engine::Engine;
+use verdict::r#gen::{GenConfig, Generator};
+use verdict::metrics::Metrics;
+use verdict::run::Pipeline;
+
+const PARTITIONS: i32 = 4;
+
+fn events(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut generator = Generator::new(GenConfig::default());
+    (0..n)
+        .map(|_| {
+            let g = generator.next_event();
+            (g.key.into_bytes(), g.bytes)
+        })
+        .collect()
+}
+
+fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("a producer")
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], payload: &[u8]) {
+    let mut record = BaseRecord::to(topic).payload(payload);
+    if !key.is_empty() {
+        record = record.key(key);
+    }
+    while let Err((_, r)) = p.send(record) {
+        record = r;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn preload(brokers: &str, events: &[(Vec<u8>, Vec<u8>)]) {
+    let p = producer(brokers);
+    for (k, v) in events {
+        send(&p, "events", k, v);
+    }
+    p.flush(Duration::from_secs(120)).expect("preload flushed");
+}
+
+fn cluster(outputs: &[&str]) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).expect("a mock cluster");
+    cluster
+        .create_topic("events", PARTITIONS, 1)
+        .expect("events topic");
+    for t in outputs {
+        cluster
+            .create_topic(t, PARTITIONS, 1)
+            .expect("output topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
+/// Counts records arriving on `topics` until `want`, calling `each` on
+/// every payload; returns when they are all there.
+fn read(
+    brokers: &str,
+    topics: &[&str],
+    want: u64,
+    mut each: impl FnMut(&[u8]),
+    deadline: Duration,
+) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("a reader");
+    consumer.subscribe(topics).expect("subscribed");
+    let until = Instant::now() + deadline;
+    let mut n = 0;
+    while n < want && Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            each(m.payload().unwrap_or_default());
+            n += 1;
+        }
+    }
+    n
+}
+
+fn lanes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The raw pass-through: events/s.
+fn pass_through(events: &[(Vec<u8>, Vec<u8>)]) -> f64 {
+    let (_cluster, brokers) = cluster(&["out"]);
+    preload(&brokers, events);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..lanes())
+        .map(|_| {
+            let (brokers, stop) = (brokers.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", "pass-through")
+                    .set("auto.offset.reset", "earliest")
+                    .set("enable.auto.commit", "true")
+                    .create()
+                    .expect("a consumer");
+                consumer.subscribe(&["events"]).expect("subscribed");
+                let p = producer(&brokers);
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                        send(
+                            &p,
+                            "out",
+                            m.key().unwrap_or_default(),
+                            m.payload().unwrap_or_default(),
+                        );
+                    }
+                }
+                let _ = p.flush(Duration::from_secs(30));
+            })
+        })
+        .collect();
+    let got = read(
+        &brokers,
+        &["out"],
+        events.len() as u64,
+        |_| {},
+        Duration::from_secs(600),
+    );
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    assert_eq!(got, events.len() as u64, "the pass-through lost events");
+    got as f64 / elapsed.as_secs_f64()
+}
+
+fn config(brokers: &str) -> Config {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut config = Config::load(&root.join("verdict.toml")).expect("verdict.toml loads");
+    config.kafka.brokers = brokers.to_owned();
+    config.engine.rules_watch_ms = 0;
+    config
+}
+
+/// Runs Verdict's pipeline on `brokers` while `body` runs; returns what
+/// `body` returns.
+fn with_pipeline<T>(brokers: &str, body: impl FnOnce() -> T) -> T {
+    let config = config(brokers);
+    let engine = Arc::new(Engine::load(&config).expect("the engine loads"));
+    let pipeline = Pipeline {
+        engine,
+        metrics: Arc::new(Metrics::new()),
+        kafka: config.kafka.clone(),
+        ready: Default::default(),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = rt.spawn(async move { pipeline.run(s).await });
+    let out = body();
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(task)
+        .expect("the pipeline task")
+        .expect("the pipeline stops cleanly");
+    out
+}
+
+/// Verdict on preloaded events: events/s.
+fn verdict_throughput(events: &[(Vec<u8>, Vec<u8>)]) -> f64 {
+    let (_cluster, brokers) = cluster(&["decisions", "dead-letters"]);
+    preload(&brokers, events);
+    let started = Instant::now();
+    let got = with_pipeline(&brokers, || {
+        read(
+            &brokers,
+            &["decisions", "dead-letters"],
+            events.len() as u64,
+            |_| {},
+            Duration::from_secs(600),
+        )
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(got, events.len() as u64, "Verdict lost events");
+    got as f64 / elapsed.as_secs_f64()
+}
+
+/// Verdict at `rate` events/s for `secs`: (p50, p99, max) of latency_us.
+fn verdict_latency(events: &[(Vec<u8>, Vec<u8>)], rate: f64, secs: u64) -> (u64, u64, u64, u64) {
+    let (_cluster, brokers) = cluster(&["decisions", "dead-letters"]);
+    let n = ((rate * secs as f64) as usize).min(events.len());
+    let produced = Arc::new(AtomicU64::new(0));
+    let mut latencies = with_pipeline(&brokers, || {
+        // Let the lanes join the group before the clock starts.
+        std::thread::sleep(Duration::from_secs(4));
+        let feeder = {
+            let (brokers, produced) = (brokers.clone(), produced.clone());
+            let events = events[..n].to_vec();
+            std::thread::spawn(move || {
+                let p = producer(&brokers);
+                let started = Instant::now();
+                for (i, (k, v)) in events.iter().enumerate() {
+                    let due = Duration::from_secs_f64(i as f64 / rate);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    send(&p, "events", k, v);
+                    produced.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = p.flush(Duration::from_secs(30));
+            })
+        };
+        let mut latencies = Vec::with_capacity(n);
+        read(
+            &brokers,
+            &["decisions"],
+            u64::MAX,
+            |payload| {
+                if let Ok(d) = serde_json::from_slice::<serde_json::Value>(payload)
+                    && let Some(l) = d["latency_us"].as_u64()
+                {
+                    latencies.push(l);
+                }
+            },
+            Duration::from_secs(secs + 8),
+        );
+        let _ = feeder.join();
+        latencies
+    });
+    assert!(!latencies.is_empty(), "no decision arrived at {rate:.0} events/s");
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (latencies.len() as u64, at(0.5), at(0.99), at(1.0))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    eprintln!("e2e: generating {n} events");
+    let events = events(n);
+    let raw = pass_through(&events);
+    eprintln!("e2e: raw pass-through   {raw:>9.0} events/s");
+    let verdict = verdict_throughput(&events);
+    eprintln!(
+        "e2e: verdict            {verdict:>9.0} events/s ({:.0}% of the pass-through)",
+        100.0 * verdict / raw
+    );
+    let half = raw / 2.0;
+    let (count, p50, p99, max) = verdict_latency(&events, half, 10);
+    eprintln!(
+        "e2e: at {half:.0} events/s (half the pass-through) for 10 s: {count} decisions, \
+         latency p50 {p50} µs, p99 {p99} µs, max {max} µs"
+    );
+}
