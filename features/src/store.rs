@@ -185,6 +185,12 @@ impl FeatureStore {
         self.batch.refresh_every()
     }
 
+    /// The longest window of the definitions: how far back a rebuild must
+    /// read to reproduce every feature.
+    pub fn longest_window_ms(&self) -> i64 {
+        self.defs.longest_window_ms()
+    }
+
     pub fn defs(&self) -> &FeatureDefs {
         &self.defs
     }
@@ -203,6 +209,20 @@ impl FeatureStore {
     /// from the events before it, then adds the event. Safe to call from
     /// several threads; call in order within one partition.
     pub fn read_and_update(&self, event: &Event, out: &mut [Value]) -> UpdateOutcome {
+        self.update(event, out, true)
+    }
+
+    /// Adds an event read again from its source to rebuild the store (the
+    /// events between a snapshot's positions and the committed offsets, or
+    /// a partition received from another instance). Redeliveries are still
+    /// dropped, but the lateness rule does not apply: the store's event time
+    /// may have moved on with live traffic while older events are replayed,
+    /// and each window takes an event as long as it falls in its span.
+    pub fn replay(&self, event: &Event) -> UpdateOutcome {
+        self.update(event, &mut [], false)
+    }
+
+    fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> UpdateOutcome {
         let t = event.timestamp_ms();
         let fresh = self
             .dedup
@@ -210,7 +230,8 @@ impl FeatureStore {
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.hash.hash_one(event.id()));
         let watermark = self.watermark.fetch_max(t, Ordering::AcqRel).max(t);
-        let late = t < watermark.saturating_sub(self.config.lateness_secs as i64 * 1000);
+        let late =
+            lateness && t < watermark.saturating_sub(self.config.lateness_secs as i64 * 1000);
         let outcome = if !fresh {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             UpdateOutcome::Duplicate

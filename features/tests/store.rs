@@ -153,6 +153,38 @@ fn a_late_event_is_read_counted_and_not_added() {
     assert_eq!(store.stats().late_events, 1);
 }
 
+/// A rebuild replays older events while live traffic has moved event time
+/// on: they are added (once) even though live events that late would not be.
+#[test]
+fn a_replayed_event_is_added_despite_lateness_but_once() {
+    let (store, catalogue) = store_of(
+        DEFS,
+        StoreConfig {
+            lateness_secs: 60,
+            ..StoreConfig::default()
+        },
+    );
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    store.read_and_update(
+        &ev(1, T0 + 10 * 60_000, "u1", "d1", 20).parse(&parser),
+        &mut out,
+    );
+    let old = ev(2, T0, "u1", "d1", 5).parse(&parser);
+    assert_eq!(store.replay(&old), UpdateOutcome::Added);
+    assert_eq!(store.replay(&old), UpdateOutcome::Duplicate);
+    store.read_and_update(
+        &ev(3, T0 + 11 * 60_000, "u1", "d1", 1).parse(&parser),
+        &mut out,
+    );
+    assert_eq!(
+        get(&catalogue, &out, "feature.user.sum_1h"),
+        &Value::Number(25.0)
+    );
+    assert_eq!(store.stats().late_events, 0);
+    assert_eq!(store.stats().duplicates, 1);
+}
+
 #[test]
 fn idle_entities_are_evicted_after_the_longest_window() {
     let (store, catalogue) = store_of(DEFS, StoreConfig::default());

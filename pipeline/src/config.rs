@@ -152,6 +152,12 @@ pub struct KafkaConfig {
     /// stable across restarts of one instance and unique per instance.
     /// Default: the group id and the host name.
     pub transactional_id: Option<String>,
+    /// When a partition is assigned whose events are not all in the feature
+    /// store (a snapshot older than the committed offset, or a partition
+    /// received from another instance), at most this many of its events
+    /// before the committed offset are read again to catch the features up
+    /// before its events are decided. 0 turns the catch-up off.
+    pub catch_up_max_events: u64,
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
     /// applied after Verdict's own.
     pub consumer_properties: std::collections::BTreeMap<String, String>,
@@ -174,6 +180,7 @@ impl Default for KafkaConfig {
             lanes: None,
             exactly_once: false,
             transactional_id: None,
+            catch_up_max_events: 10_000_000,
             consumer_properties: Default::default(),
             producer_properties: Default::default(),
         }

@@ -12,6 +12,7 @@
 //! - [`Engine::finish`] scores, runs the rules and builds the decision. It
 //!   may run concurrently for several prepared events.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +78,8 @@ pub struct Engine {
     /// Model-output slots the record has.
     model_slots: usize,
     snapshot: Option<std::path::PathBuf>,
+    /// The positions the restored snapshot covers.
+    restored: BTreeMap<String, i64>,
     /// Decisions by event id, given again to a redelivered event.
     recent: crate::recent::RecentDecisions,
     /// Stops the background threads (rule watcher, batch refresh).
@@ -328,15 +331,14 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let snapshot = config.features.snapshot.as_ref().map(|p| config.resolve(p));
         let features = store.map(Arc::new);
+        let mut restored = BTreeMap::new();
         if let (Some(store), Some(path)) = (&features, &snapshot)
             && path.exists()
         {
-            {
-                let positions = store
-                    .restore(path)
-                    .context("restoring the feature snapshot (delete it to start empty)")?;
-                tracing::info!(?positions, "features resume from the snapshot");
-            }
+            restored = store
+                .restore(path)
+                .context("restoring the feature snapshot (delete it to start empty)")?;
+            tracing::info!(positions = ?restored, "features resume from the snapshot");
         }
         if let Some(store) = &features
             && let Some(every) = store.batch_refresh_every()
@@ -406,6 +408,7 @@ impl Engine {
             model,
             model_slots,
             snapshot,
+            restored,
             recent: crate::recent::RecentDecisions::new(config.features.recent_decisions),
             stop,
         })
@@ -509,6 +512,29 @@ impl Engine {
     /// Every name rules and models can refer to.
     pub fn catalogue(&self) -> &Arc<Catalogue> {
         &self.catalogue
+    }
+
+    /// The source positions the restored feature snapshot covers
+    /// (`topic/partition` → next offset); empty without one.
+    pub fn restored_positions(&self) -> &BTreeMap<String, i64> {
+        &self.restored
+    }
+
+    /// Adds an event read again from the source to the feature store,
+    /// without deciding it (see [`FeatureStore::replay`]): the catch-up of a
+    /// partition whose events are not all in the store. False when it does
+    /// not parse (its dead letter was written when it was first read).
+    pub fn replay_features(&self, bytes: &[u8]) -> bool {
+        let Some(store) = &self.features else {
+            return true;
+        };
+        match self.parser.parse(bytes) {
+            Ok(event) => {
+                store.replay(&event);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Parses one event and reads-then-updates its features. Call in source

@@ -30,6 +30,7 @@ pub struct Metrics {
     feature_late: IntCounter,
     feature_duplicates: IntCounter,
     feature_evictions: IntCounter,
+    feature_replayed: IntCounter,
     /// `decisions` children by outcome (approve, review, deny), resolved
     /// once so that counting a decision looks no label up.
     by_outcome: [IntCounter; 3],
@@ -143,8 +144,15 @@ impl Metrics {
             "Entities evicted from the feature store (idle, or over the memory budget).",
         )
         .expect("valid metric");
+        let feature_replayed = IntCounter::new(
+            "verdict_feature_replayed_events_total",
+            "Events read again from Kafka to catch the feature store up on an assigned \
+             partition (after a snapshot, or from another instance), not decided again.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(feature_replayed.clone()),
             Box::new(model_errors.clone()),
             Box::new(degraded.clone()),
             Box::new(feature_late.clone()),
@@ -195,7 +203,13 @@ impl Metrics {
             feature_late,
             feature_duplicates,
             feature_evictions,
+            feature_replayed,
         }
+    }
+
+    /// `n` events were added to the feature store by a catch-up.
+    pub fn features_replayed(&self, n: u64) {
+        self.feature_replayed.inc_by(n);
     }
 
     /// Messages behind the end of a partition.

@@ -38,6 +38,20 @@
 //! transaction (exactly-once), commits the offsets of the revoked
 //! partitions, and drops the outputs of their events still being decided,
 //! which the new owner decides again from the committed offset.
+//!
+//! ## Feature catch-up
+//!
+//! Velocity features are only right if the store holds every event of a
+//! partition before the one being decided. The pipeline knows, per
+//! partition, the next offset whose event is in the store: seeded from the
+//! restored snapshot's positions, advanced by every event the lanes read.
+//! When a partition is assigned and the store is behind its committed
+//! offset (the gap between the snapshot and a crash, or a partition this
+//! instance never held), the lane pauses it, reads the missing events again
+//! into the features only (not deciding them; the latest
+//! `kafka.catch_up_max_events` at most: for a partition never held, from
+//! the oldest the broker keeps), then resumes it. Its other partitions
+//! flow meanwhile; `/readyz` waits for the catch-up.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,6 +155,10 @@ impl Pipeline {
         let assigned: Arc<Vec<AtomicBool>> =
             Arc::new((0..lanes).map(|_| AtomicBool::new(false)).collect());
         let positions = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let applied = Arc::new(Applied::from_snapshot(
+            &self.kafka.events_topic,
+            self.engine.restored_positions(),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for id in 0..lanes {
             let lane = Lane {
@@ -152,6 +170,7 @@ impl Pipeline {
                 ready: self.ready.clone(),
                 finished: finished.clone(),
                 positions: positions.clone(),
+                applied: applied.clone(),
             };
             let stop = stop.clone();
             tasks.spawn(async move { lane.run(stop).await });
@@ -189,6 +208,51 @@ struct Lane {
     finished: Arc<tokio::sync::Barrier>,
     /// The committed positions of every lane's partitions, filled on stop.
     positions: Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
+    /// How far each partition's events are in the feature store.
+    applied: Arc<Applied>,
+}
+
+/// Per partition of the events topic, the next offset whose event is not
+/// yet in the feature store. Shared by the lanes, so a partition moving
+/// between lanes of one instance needs no catch-up.
+pub struct Applied(dashmap::DashMap<i32, i64>);
+
+impl Applied {
+    /// Seeded from a restored snapshot's positions (`topic/partition` →
+    /// next offset) of `topic`.
+    pub fn from_snapshot(topic: &str, positions: &BTreeMap<String, i64>) -> Applied {
+        let map = dashmap::DashMap::new();
+        for (key, &offset) in positions {
+            if let Some((t, p)) = key.rsplit_once('/')
+                && t == topic
+                && let Ok(p) = p.parse::<i32>()
+            {
+                map.insert(p, offset);
+            }
+        }
+        Applied(map)
+    }
+
+    /// The event at `offset` of `partition` is in the store.
+    pub fn advance(&self, partition: i32, offset: i64) {
+        self.0
+            .entry(partition)
+            .and_modify(|next| *next = (*next).max(offset + 1))
+            .or_insert(offset + 1);
+    }
+
+    pub fn get(&self, partition: i32) -> Option<i64> {
+        self.0.get(&partition).map(|v| *v)
+    }
+}
+
+/// Events of one assigned partition to read again into the features:
+/// offsets `from..to` (`to` is the committed offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CatchUp {
+    partition: i32,
+    from: i64,
+    to: i64,
 }
 
 /// What the window yields for one event, in read order.
@@ -233,6 +297,10 @@ impl Lane {
             producer: producer.clone(),
             metrics: self.metrics.clone(),
             drain_timeout: txn_timeout,
+            engine: self.engine.clone(),
+            applied: self.applied.clone(),
+            catch_up_max_events: k.catch_up_max_events,
+            catch_ups: Mutex::default(),
         };
         let consumer: StreamConsumer<LaneContext> = consumer_config(k)
             .set("client.id", format!("verdict-lane-{}", self.id))
@@ -249,10 +317,25 @@ impl Lane {
         let commit_every = Duration::from_millis(k.commit_interval_ms);
         let mut last_commit = Instant::now();
         let mut last_ready_check = Instant::now() - commit_every;
+        let mut catching_up: Option<tokio::task::JoinHandle<Vec<CatchUp>>> = None;
         while !stop.load(Ordering::Relaxed) {
             tracks.check_failure()?;
+            if catching_up.is_none() {
+                let jobs = std::mem::take(&mut *consumer.context().lock_catch_ups());
+                if !jobs.is_empty() {
+                    let (engine, applied, metrics) = (
+                        self.engine.clone(),
+                        self.applied.clone(),
+                        self.metrics.clone(),
+                    );
+                    let (k, stop, lane) = (self.kafka.clone(), stop.clone(), self.id);
+                    catching_up = Some(tokio::task::spawn_blocking(move || {
+                        catch_up(lane, &engine, &applied, &metrics, &k, jobs, &stop)
+                    }));
+                }
+            }
             if last_ready_check.elapsed() >= commit_every {
-                self.check_ready(&consumer);
+                self.check_ready(&consumer, catching_up.is_none());
                 last_ready_check = Instant::now();
             }
             if last_commit.elapsed() >= commit_every {
@@ -266,6 +349,16 @@ impl Lane {
             self.metrics.set_in_flight(in_flight);
             tokio::select! {
                 biased;
+                jobs = async { catching_up.as_mut().expect("guarded").await },
+                    if catching_up.is_some() =>
+                {
+                    catching_up = None;
+                    match jobs {
+                        Ok(jobs) => self.resume(&consumer, &jobs),
+                        Err(e) => anyhow::bail!("the feature catch-up failed: {e}"),
+                    }
+                    last_ready_check = Instant::now() - commit_every;
+                }
                 Some(done) = deciding.next(), if !deciding.is_empty() => {
                     self.emit(done, &producer, &tracks, &mut out).await?;
                 }
@@ -281,6 +374,7 @@ impl Lane {
                     let generation = tracks.generation.load(Ordering::Acquire);
                     self.metrics.event();
                     let (partition, offset) = (msg.partition(), msg.offset());
+                    self.applied.advance(partition, offset);
                     let topic = msg.topic();
                     let prepared = engine.prepare(
                         msg.payload().unwrap_or_default(),
@@ -359,13 +453,49 @@ impl Lane {
         }
     }
 
-    /// `/readyz` holds while every lane has partitions assigned and every
-    /// configured stage (the model included) is serving.
-    fn check_ready(&self, consumer: &StreamConsumer<LaneContext>) {
-        let has = consumer
-            .assignment()
-            .map(|a| a.count() > 0)
-            .unwrap_or(false);
+    /// Resumes the partitions of finished catch-ups that are still assigned
+    /// and not waiting for another catch-up.
+    fn resume(&self, consumer: &StreamConsumer<LaneContext>, done: &[CatchUp]) {
+        let queued: HashSet<i32> = consumer
+            .context()
+            .lock_catch_ups()
+            .iter()
+            .map(|j| j.partition)
+            .collect();
+        let assigned = consumer.assignment().unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for j in done {
+            if !queued.contains(&j.partition)
+                && assigned
+                    .find_partition(&self.kafka.events_topic, j.partition)
+                    .is_some()
+            {
+                tpl.add_partition(&self.kafka.events_topic, j.partition);
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.resume(&tpl) {
+            Ok(()) => tracing::info!(
+                lane = self.id,
+                partitions = ?partitions_of(&self.kafka.events_topic, &tpl),
+                "features caught up; partitions resumed"
+            ),
+            Err(e) => tracing::warn!(lane = self.id, error = %e, "cannot resume partitions"),
+        }
+    }
+
+    /// `/readyz` holds while every lane has partitions assigned (and their
+    /// features caught up) and every configured stage (the model included)
+    /// is serving.
+    fn check_ready(&self, consumer: &StreamConsumer<LaneContext>, caught_up: bool) {
+        let has = caught_up
+            && consumer.context().lock_catch_ups().is_empty()
+            && consumer
+                .assignment()
+                .map(|a| a.count() > 0)
+                .unwrap_or(false);
         self.assigned[self.id].store(has, Ordering::Relaxed);
         let all = self.assigned.iter().all(|a| a.load(Ordering::Relaxed));
         self.ready
@@ -717,6 +847,12 @@ struct LaneContext {
     producer: Arc<LaneProducer>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
+    engine: Arc<Engine>,
+    applied: Arc<Applied>,
+    catch_up_max_events: u64,
+    /// Partitions assigned (and paused) whose features need catching up;
+    /// the lane takes them and resumes each when done.
+    catch_ups: Mutex<Vec<CatchUp>>,
 }
 
 impl ClientContext for LaneContext {
@@ -825,6 +961,9 @@ impl ConsumerContext for LaneContext {
                 }
                 drop(t);
                 tracing::info!(lane = self.lane, partitions = ?parts, "rebalance: partitions assigned");
+                if !parts.is_empty() {
+                    self.plan_catch_up(consumer, &parts);
+                }
             }
             rdkafka::consumer::Rebalance::Revoke(_) => {}
             rdkafka::consumer::Rebalance::Error(e) => {
@@ -835,6 +974,91 @@ impl ConsumerContext for LaneContext {
 }
 
 impl LaneContext {
+    fn lock_catch_ups(&self) -> MutexGuard<'_, Vec<CatchUp>> {
+        self.catch_ups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For each assigned partition whose events before the committed offset
+    /// are not all in the feature store, pauses it and queues its catch-up.
+    fn plan_catch_up(&self, consumer: &BaseConsumer<Self>, parts: &[i32]) {
+        if self.catch_up_max_events == 0 {
+            return;
+        }
+        if self.engine.feature_store().is_none() {
+            return;
+        }
+        let timeout = Duration::from_secs(10);
+        let mut tpl = TopicPartitionList::new();
+        for &p in parts {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = match consumer.committed_offsets(tpl, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    lane = self.lane,
+                    error = %e,
+                    "cannot read the committed offsets of the assigned partitions; their \
+                     features are not caught up"
+                );
+                return;
+            }
+        };
+        let mut jobs = Vec::new();
+        for e in committed.elements() {
+            // Nothing committed: the partition is read, and every event
+            // decided, from its start.
+            let Offset::Offset(to) = e.offset() else {
+                continue;
+            };
+            let p = e.partition();
+            let from = match self.applied.get(p) {
+                Some(next) => next,
+                None => self.earliest(consumer, p, timeout),
+            };
+            let from = from.max(to.saturating_sub(self.catch_up_max_events as i64));
+            if from < to {
+                jobs.push(CatchUp {
+                    partition: p,
+                    from,
+                    to,
+                });
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let mut paused = TopicPartitionList::new();
+        for j in &jobs {
+            paused.add_partition(&self.topic, j.partition);
+        }
+        if let Err(e) = consumer.pause(&paused) {
+            tracing::warn!(
+                lane = self.lane,
+                error = %e,
+                "cannot pause partitions for the feature catch-up; their first events may \
+                 see incomplete features"
+            );
+        }
+        tracing::info!(
+            lane = self.lane,
+            partitions = ?jobs.iter().map(|j| (j.partition, j.from, j.to)).collect::<Vec<_>>(),
+            "rebalance: the feature store is behind these partitions (partition, from, to); \
+             reading their events again before deciding more"
+        );
+        let mut queued = self.lock_catch_ups();
+        queued.retain(|q| !jobs.iter().any(|j| j.partition == q.partition));
+        queued.extend(jobs);
+    }
+
+    /// The first offset the broker still holds of partition `p` (0 when it
+    /// cannot say).
+    fn earliest(&self, consumer: &BaseConsumer<Self>, p: i32, timeout: Duration) -> i64 {
+        consumer
+            .fetch_watermarks(&self.topic, p, timeout)
+            .map_or(0, |(low, _)| low)
+    }
+
     /// At-least-once: wait for every produced output to be acknowledged,
     /// then commit the revoked partitions' safe offsets.
     fn drain_acknowledged(&self, consumer: &BaseConsumer<Self>, parts: &[i32]) -> Result<usize> {
@@ -897,6 +1121,99 @@ impl LaneContext {
         }
         Ok(n)
     }
+}
+
+/// Reads the events of `jobs` again into the feature store (not deciding
+/// them) with a consumer of its own, outside the group; returns the jobs.
+/// Gives a partition up (logged) when the broker has nothing for it for
+/// half a minute; stops early on shutdown.
+fn catch_up(
+    lane: usize,
+    engine: &Engine,
+    applied: &Applied,
+    metrics: &Metrics,
+    k: &KafkaConfig,
+    jobs: Vec<CatchUp>,
+    stop: &AtomicBool,
+) -> Vec<CatchUp> {
+    let started = Instant::now();
+    let consumer: BaseConsumer = match consumer_config(k)
+        .set("group.id", format!("{}-catch-up", k.group_id))
+        .set("client.id", format!("verdict-lane-{lane}-catch-up"))
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "0")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(lane, error = %e, "cannot create the catch-up consumer");
+            return jobs;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for j in &jobs {
+        let _ = tpl.add_partition_offset(&k.events_topic, j.partition, Offset::Offset(j.from));
+    }
+    if let Err(e) = consumer.assign(&tpl) {
+        tracing::warn!(lane, error = %e, "cannot assign the catch-up consumer");
+        return jobs;
+    }
+    let mut remaining: HashMap<i32, i64> = jobs.iter().map(|j| (j.partition, j.to)).collect();
+    let total: i64 = jobs.iter().map(|j| j.to - j.from).sum();
+    let (mut replayed, mut unparsable) = (0u64, 0u64);
+    let mut last_message = Instant::now();
+    let mut last_report = Instant::now();
+    while !remaining.is_empty() && !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_message = Instant::now();
+                let (p, o) = (m.partition(), m.offset());
+                let Some(&to) = remaining.get(&p) else {
+                    continue;
+                };
+                if o >= to {
+                    remaining.remove(&p);
+                    continue;
+                }
+                if engine.replay_features(m.payload().unwrap_or_default()) {
+                    replayed += 1;
+                } else {
+                    unparsable += 1;
+                }
+                applied.advance(p, o);
+                if o + 1 >= to {
+                    remaining.remove(&p);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                remaining.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!(lane, error = %e, "catch-up consumer error"),
+            None if last_message.elapsed() > Duration::from_secs(30) => {
+                tracing::warn!(
+                    lane,
+                    partitions = ?remaining.keys().collect::<Vec<_>>(),
+                    "the broker sent nothing for 30 s; deciding on without the rest of \
+                     these partitions' events in the features"
+                );
+                break;
+            }
+            None => {}
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(lane, replayed, of = total, "catching the features up");
+            last_report = Instant::now();
+        }
+    }
+    metrics.features_replayed(replayed);
+    tracing::info!(
+        lane,
+        replayed,
+        unparsable,
+        secs = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "feature catch-up done"
+    );
+    jobs
 }
 
 /// Exports the feature store's size and counters every few seconds.

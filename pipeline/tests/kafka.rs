@@ -603,3 +603,159 @@ async fn rebalance_drains_and_loses_nothing() {
         "no event lost across the rebalance"
     );
 }
+
+fn produce_seqs(brokers: &str, seqs: std::ops::Range<usize>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for seq in seqs {
+        for user in 0..USERS {
+            let key = format!("u_{user}");
+            let payload = event(user, seq);
+            producer
+                .send(BaseRecord::to("events").key(&key).payload(&payload))
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Runs a pipeline with `config` until the events of `seqs` are decided,
+/// then stops it gracefully; returns its engine and committed positions.
+async fn run_until_decided(
+    config: &Config,
+    seqs: std::ops::Range<usize>,
+) -> (Arc<Engine>, std::collections::BTreeMap<String, i64>) {
+    let engine = Arc::new(Engine::load(config).unwrap());
+    let pipeline = Pipeline {
+        engine: engine.clone(),
+        metrics: Arc::new(Metrics::new()),
+        kafka: config.kafka.clone(),
+        ready: Default::default(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { pipeline.run(s).await });
+    let brokers = config.kafka.brokers.clone();
+    let want: std::collections::HashSet<String> = seqs
+        .clone()
+        .flat_map(|seq| (0..USERS).map(move |user| format!("e-{user}-{seq:04}")))
+        .collect();
+    let group = format!("reader-{}-{}", seqs.start, seqs.end);
+    let w = want.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        read_until(&brokers, "decisions", &group, |out| {
+            let seen: std::collections::HashSet<&str> = out
+                .iter()
+                .map(|(_, d)| d["event_id"].as_str().unwrap())
+                .collect();
+            w.iter().all(|id| seen.contains(id.as_str()))
+        })
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let positions = task.await.unwrap().unwrap();
+    let seen: std::collections::HashSet<String> = decided
+        .iter()
+        .map(|(_, d)| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(want.is_subset(&seen), "events of {seqs:?} were not decided");
+    (engine, positions)
+}
+
+/// The feature store of an uninterrupted run over the events of `seqs`.
+fn uninterrupted(config: &Config, seqs: std::ops::Range<usize>) -> Arc<Engine> {
+    let mut config = config.clone();
+    config.features.snapshot = None;
+    let engine = Arc::new(Engine::load(&config).unwrap());
+    for seq in seqs {
+        for user in 0..USERS {
+            let e = event(user, seq);
+            engine
+                .prepare(e.as_bytes(), || unreachable!("valid"), Instant::now())
+                .unwrap();
+        }
+    }
+    engine
+}
+
+fn entities(engine: &Engine) -> std::collections::BTreeMap<(usize, Box<str>), Vec<u8>> {
+    engine.feature_store().unwrap().encoded_entities()
+}
+
+/// Features are caught up before an assigned partition is decided on:
+/// after a crash, the events between the restored snapshot and the
+/// committed offsets are read again into the store; on a partition the
+/// instance never held, the events its windows still cover. Either way the
+/// store ends exactly as an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_catch_up_after_a_crash_and_on_partitions_never_held() {
+    logs();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = config(&brokers);
+    config.features.snapshot = Some(state.path().join("features.arrow"));
+    // Each instance here follows one that has just left: do not wait long
+    // for the group to notice.
+    config
+        .kafka
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    config
+        .kafka
+        .consumer_properties
+        .insert("heartbeat.interval.ms".into(), "500".into());
+
+    // Decided, committed, and snapshotted at the committed offsets on a
+    // graceful stop.
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_seqs(&b, 0..10))
+        .await
+        .unwrap();
+    let (engine, positions) = run_until_decided(&config, 0..10).await;
+    engine.snapshot_features(&positions).unwrap();
+    drop(engine);
+
+    // Decided and committed by an instance that then dies: no snapshot.
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_seqs(&b, 10..20))
+        .await
+        .unwrap();
+    let (crashed, _) = run_until_decided(&config, 10..20).await;
+    drop(crashed);
+
+    // The restart restores the snapshot, which lacks 10..20: they are read
+    // again into the features before 20..25 are decided.
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_seqs(&b, 20..25))
+        .await
+        .unwrap();
+    let (restarted, _) = run_until_decided(&config, 20..25).await;
+    assert_eq!(
+        entities(&restarted),
+        entities(&uninterrupted(&config, 0..25)),
+        "the restarted store differs from an uninterrupted run's"
+    );
+    drop(restarted);
+
+    // An instance with no snapshot at all receives the partitions: it
+    // rebuilds their features from the log.
+    let mut fresh = config.clone();
+    fresh.features.snapshot = None;
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_seqs(&b, 25..30))
+        .await
+        .unwrap();
+    let (rebuilt, _) = run_until_decided(&fresh, 25..30).await;
+    assert_eq!(
+        entities(&rebuilt),
+        entities(&uninterrupted(&config, 0..30)),
+        "the rebuilt store differs from an uninterrupted run's"
+    );
+}
