@@ -135,7 +135,7 @@ fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
                 for x in ring.ext.iter_mut() {
                     *x = r.f64()?;
                 }
-                State::Ring(Box::new(ring))
+                State::Ring(ring)
             }
             1 => {
                 let mut d = Distinct {

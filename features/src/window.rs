@@ -211,9 +211,15 @@ impl Distinct {
 }
 
 /// One feature's state for one entity.
+///
+/// A ring is held inline, so an entity's states are one contiguous
+/// allocation that a read+update walks front to back (one pointer to chase
+/// per entity, not one per feature); the rarer distinct-count state, which
+/// is much larger, stays boxed.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum State {
-    Ring(Box<Ring>),
+    Ring(Ring),
     Distinct(Box<Distinct>),
     Last { value: Value, at: i64 },
     Since { at: i64 },
@@ -228,7 +234,7 @@ impl State {
                 at: i64::MIN,
             },
             Agg::SecsSinceLast => State::Since { at: i64::MIN },
-            _ => State::Ring(Box::default()),
+            _ => State::Ring(Ring::default()),
         }
     }
 
@@ -236,7 +242,7 @@ impl State {
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<State>()
             + match self {
-                State::Ring(_) => std::mem::size_of::<Ring>(),
+                State::Ring(_) => 0,
                 State::Distinct(d) => {
                     std::mem::size_of::<Distinct>()
                         + d.exact.capacity() * 16
