@@ -46,7 +46,8 @@ fn encode(s: &EntityState, b: &mut Vec<u8>) {
                 }
             }
             State::Distinct(d) => {
-                b.push(1);
+                // 1: with the sketch's registers; 4: the exact list alone.
+                b.push(if d.registers.is_some() { 1 } else { 4 });
                 put_i64(b, d.head);
                 put_i64(b, d.inexact_until);
                 b.push(d.exact.len() as u8);
@@ -54,7 +55,7 @@ fn encode(s: &EntityState, b: &mut Vec<u8>) {
                     b.extend_from_slice(&h.to_le_bytes());
                     put_i64(b, *t);
                 }
-                for regs in d.registers.iter() {
+                for regs in d.registers.iter().flat_map(|r| r.iter()) {
                     b.extend_from_slice(regs);
                 }
             }
@@ -137,7 +138,7 @@ fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
                 }
                 State::Ring(ring)
             }
-            1 => {
+            tag @ (1 | 4) => {
                 let mut d = Distinct {
                     head: r.i64()?,
                     inexact_until: r.i64()?,
@@ -148,11 +149,15 @@ fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
                     let h = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
                     d.exact.push((h, r.i64()?));
                 }
-                for regs in d.registers.iter_mut() {
-                    let n = regs.len();
-                    regs.copy_from_slice(r.take(n)?);
+                if tag == 1 {
+                    let mut regs = Box::new([[0; crate::window::HLL_REGISTERS]; BUCKETS]);
+                    for row in regs.iter_mut() {
+                        let n = row.len();
+                        row.copy_from_slice(r.take(n)?);
+                    }
+                    d.registers = Some(regs);
                 }
-                State::Distinct(Box::new(d))
+                State::Distinct(d)
             }
             2 => {
                 let at = r.i64()?;
@@ -183,7 +188,8 @@ fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
 impl FeatureStore {
     /// A fingerprint of the streaming definitions a snapshot is valid for.
     fn fingerprint(&self) -> String {
-        let mut s = format!("buckets={BUCKETS};");
+        // The encoding's version: 2 since the sketch's ranks were fixed.
+        let mut s = format!("format=2;buckets={BUCKETS};");
         for f in &self.defs.features {
             s += &format!(
                 "{}.{}:{:?}:{}:{:?}:{};",

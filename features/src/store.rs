@@ -11,8 +11,8 @@ use serde::Deserialize;
 use verdict_core::{Catalogue, Event, Record, Value};
 
 use crate::batch::BatchTables;
-use crate::defs::{Agg, BUCKETS, FeatureDefs};
-use crate::window::State;
+use crate::defs::{Agg, FeatureDefs};
+use crate::window::{State, width};
 
 /// How the store behaves; `[features]` in `verdict.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -387,10 +387,6 @@ fn empty_value(agg: Agg) -> Value {
         Agg::Count | Agg::Sum | Agg::DistinctCount => Value::Number(0.0),
         _ => Value::Missing,
     }
-}
-
-fn width(window_ms: i64) -> i64 {
-    (window_ms / BUCKETS as i64).max(1)
 }
 
 fn read(s: &State, agg: Agg, window_ms: i64, t: i64) -> Value {

@@ -9,7 +9,8 @@
 //!
 //! `distinct_count` is exact while at most [`EXACT_DISTINCT`] distinct
 //! values fall in the window; beyond that it answers from a HyperLogLog of
-//! 64 registers per bucket, whose standard error is about 13%.
+//! 64 registers per bucket, whose standard error is about 13% (allocated
+//! when the exact list first overflows).
 
 use verdict_core::Value;
 
@@ -17,7 +18,7 @@ use crate::defs::{Agg, BUCKETS};
 
 /// Distinct values tracked exactly per entity and feature.
 pub const EXACT_DISTINCT: usize = 32;
-const HLL_REGISTERS: usize = 64;
+pub(crate) const HLL_REGISTERS: usize = 64;
 
 /// Sums, counts and extremes per bucket.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,11 @@ impl Default for Ring {
             ext: [f64::NAN; BUCKETS],
         }
     }
+}
+
+/// The bucket width of a window of `window_ms`.
+pub(crate) fn width(window_ms: i64) -> i64 {
+    (window_ms / BUCKETS as i64).max(1)
 }
 
 fn slot(i: i64) -> usize {
@@ -127,44 +133,79 @@ impl Ring {
     }
 }
 
+/// HyperLogLog registers, one row per bucket.
+pub type Registers = [[u8; HLL_REGISTERS]; BUCKETS];
+
 /// Distinct values over a window: exact while few, a sketch beyond.
+///
+/// The sketch's registers are allocated only when the exact list first
+/// overflows, and filled then from it: until then (most entities, most of
+/// the time) the state holds no pointer to chase and no sketch to update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Distinct {
-    /// Value hash and when it was last seen.
-    pub exact: Vec<(u64, i64)>,
+    /// Value hash and when it was last seen; the first few inline.
+    pub exact: smallvec::SmallVec<[(u64, i64); 4]>,
     /// Until this time the exact list may have lost a value still in the
     /// window, so reads use the sketch.
     pub inexact_until: i64,
     pub head: i64,
-    pub registers: Box<[[u8; HLL_REGISTERS]; BUCKETS]>,
+    pub registers: Option<Box<Registers>>,
 }
 
 impl Default for Distinct {
     fn default() -> Self {
         Distinct {
-            exact: Vec::new(),
+            exact: smallvec::SmallVec::new(),
             inexact_until: i64::MIN,
             head: i64::MIN,
-            registers: Box::new([[0; HLL_REGISTERS]; BUCKETS]),
+            registers: None,
         }
     }
 }
 
+/// Sets the register of hash `h` in bucket index `i`'s row.
+fn hll_add(regs: &mut Registers, i: i64, h: u64) {
+    // The low 6 bits pick the register; the rank is the position of the
+    // first 1 in the other 58.
+    let reg = (h as usize) % HLL_REGISTERS;
+    let rank = ((h >> 6).leading_zeros() - 6 + 1) as u8;
+    let r = &mut regs[slot(i)][reg];
+    *r = (*r).max(rank);
+}
+
 impl Distinct {
+    /// The bytes a distinct count can hold at most (its exact list full and
+    /// its sketch allocated), beyond the state itself.
+    pub const MAX_HEAP_BYTES: usize = EXACT_DISTINCT * 16 + BUCKETS * HLL_REGISTERS;
+
+    /// Adds hash `h` seen at `t` (bucket index `i`); false when `i` is older
+    /// than the ring's span.
     pub fn add(&mut self, t: i64, i: i64, window_ms: i64, h: u64) -> bool {
-        let regs = &mut self.registers;
-        if !advance(&mut self.head, i, |b| regs[b] = [0; HLL_REGISTERS]) {
+        let registers = &mut self.registers;
+        if !advance(&mut self.head, i, |b| {
+            if let Some(regs) = registers {
+                regs[b] = [0; HLL_REGISTERS];
+            }
+        }) {
             return false;
         }
-        let reg = (h as usize) % HLL_REGISTERS;
-        let rank = ((h >> 6).leading_zeros() + 1).min(58) as u8;
-        let r = &mut self.registers[slot(i)][reg];
-        *r = (*r).max(rank);
         if let Some(e) = self.exact.iter_mut().find(|e| e.0 == h) {
             e.1 = e.1.max(t);
         } else if self.exact.len() < EXACT_DISTINCT {
             self.exact.push((h, t));
         } else {
+            if self.registers.is_none() {
+                // First overflow: the sketch starts from every value the
+                // exact list holds, in the bucket it was last seen in.
+                let mut regs = Box::new([[0; HLL_REGISTERS]; BUCKETS]);
+                for &(eh, et) in &self.exact {
+                    let j = et.div_euclid(width(window_ms));
+                    if in_window(j, self.head) {
+                        hll_add(&mut regs, j, eh);
+                    }
+                }
+                self.registers = Some(regs);
+            }
             let (oldest, _) = self
                 .exact
                 .iter()
@@ -177,6 +218,9 @@ impl Distinct {
             }
             self.exact[oldest] = (h, t);
         }
+        if let Some(regs) = &mut self.registers {
+            hll_add(regs, i, h);
+        }
         true
     }
 
@@ -185,11 +229,13 @@ impl Distinct {
             return self.exact.iter().filter(|e| e.1 > t - window_ms).count() as f64;
         }
         let mut merged = [0u8; HLL_REGISTERS];
-        if self.head != i64::MIN {
+        if let Some(regs) = &self.registers
+            && self.head != i64::MIN
+        {
             for k in 0..BUCKETS as i64 {
                 let j = self.head - k;
                 if in_window(j, i) {
-                    for (m, r) in merged.iter_mut().zip(&self.registers[slot(j)]) {
+                    for (m, r) in merged.iter_mut().zip(&regs[slot(j)]) {
                         *m = (*m).max(*r);
                     }
                 }
@@ -220,7 +266,7 @@ impl Distinct {
 #[allow(clippy::large_enum_variant)]
 pub enum State {
     Ring(Ring),
-    Distinct(Box<Distinct>),
+    Distinct(Distinct),
     Last { value: Value, at: i64 },
     Since { at: i64 },
 }
@@ -228,7 +274,7 @@ pub enum State {
 impl State {
     pub fn new(agg: Agg) -> State {
         match agg {
-            Agg::DistinctCount => State::Distinct(Box::default()),
+            Agg::DistinctCount => State::Distinct(Distinct::default()),
             Agg::Last => State::Last {
                 value: Value::Missing,
                 at: i64::MIN,
@@ -238,21 +284,70 @@ impl State {
         }
     }
 
-    /// Approximate bytes held, for the memory budget.
+    /// Bytes the state can hold at most, for the memory budget: fixed by
+    /// its aggregate (a `last` string is counted as it comes).
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<State>()
             + match self {
-                State::Ring(_) => 0,
-                State::Distinct(d) => {
-                    std::mem::size_of::<Distinct>()
-                        + d.exact.capacity() * 16
-                        + BUCKETS * HLL_REGISTERS
-                }
+                State::Ring(_) | State::Since { .. } => 0,
+                State::Distinct(_) => Distinct::MAX_HEAP_BYTES,
                 State::Last { value, .. } => match value {
                     Value::String(s) => s.len() + 16,
                     _ => 0,
                 },
-                State::Since { .. } => 0,
             }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    /// A sketch allocated at the first overflow and filled from the exact
+    /// list answers as one kept from the first value on.
+    #[test]
+    fn a_late_sketch_reads_as_one_kept_from_the_start() {
+        let w = width(HOUR);
+        let mut lazy = Distinct::default();
+        let mut eager = Distinct {
+            registers: Some(Box::new([[0; HLL_REGISTERS]; BUCKETS])),
+            ..Distinct::default()
+        };
+        let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        for n in 0..400i64 {
+            // One new value every 30 s: the window holds 120 of them.
+            let t = n * 30_000;
+            let h = hasher.hash_one(n);
+            assert_eq!(lazy.add(t, t / w, HOUR, h), eager.add(t, t / w, HOUR, h));
+            if n == EXACT_DISTINCT as i64 - 1 {
+                assert!(lazy.registers.is_none(), "no sketch while exact");
+            }
+            for back in [0, 7 * 60_000, 40 * 60_000] {
+                let r = t - back;
+                assert_eq!(
+                    lazy.read(r, r.div_euclid(w), HOUR),
+                    eager.read(r, r.div_euclid(w), HOUR),
+                    "after value {n}, read at {r}"
+                );
+            }
+        }
+        assert!(lazy.registers.is_some());
+        let estimate = lazy.read(399 * 30_000, (399 * 30_000) / w, HOUR);
+        // 120 values in the window, one bucket of 10 more at its edge; the
+        // sketch's standard error is about 13%.
+        assert!((80.0..=180.0).contains(&estimate), "estimate {estimate}");
+    }
+
+    #[test]
+    fn few_values_are_counted_exactly_without_a_sketch() {
+        let w = width(HOUR);
+        let mut d = Distinct::default();
+        for n in 0..10i64 {
+            d.add(n * 1000, n * 1000 / w, HOUR, (n % 4) as u64);
+        }
+        assert_eq!(d.read(10_000, 10_000 / w, HOUR), 4.0);
+        assert!(d.registers.is_none());
     }
 }
