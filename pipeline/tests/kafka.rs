@@ -49,6 +49,13 @@ fn config(brokers: &str) -> Config {
             max_in_flight: 16,
             commit_interval_ms: 10,
             lanes: Some(2),
+            // Tests start instances right after others were stopped or
+            // killed: the group should not wait long for the departed.
+            consumer_properties: [
+                ("session.timeout.ms".to_owned(), "6000".to_owned()),
+                ("heartbeat.interval.ms".to_owned(), "500".to_owned()),
+            ]
+            .into(),
             ..KafkaConfig::default()
         },
         http: HttpConfig::default(),
@@ -481,6 +488,9 @@ fn read_committed_ids(brokers: &str, group: &str, want: usize) -> Vec<String> {
 fn exactly_once_pipeline(brokers: &str) -> Pipeline {
     let mut config = config(brokers);
     config.kafka.exactly_once = true;
+    // The group's default session timeout: the killed instance's open
+    // transaction and offsets are settled before its successor is assigned.
+    config.kafka.consumer_properties.clear();
     config.kafka.transactional_id = Some("verdict-test".into());
     config.kafka.lanes = Some(1);
     config.kafka.commit_interval_ms = 50;
@@ -701,16 +711,6 @@ async fn features_catch_up_after_a_crash_and_on_partitions_never_held() {
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&brokers);
     config.features.snapshot = Some(state.path().join("features.arrow"));
-    // Each instance here follows one that has just left: do not wait long
-    // for the group to notice.
-    config
-        .kafka
-        .consumer_properties
-        .insert("session.timeout.ms".into(), "6000".into());
-    config
-        .kafka
-        .consumer_properties
-        .insert("heartbeat.interval.ms".into(), "500".into());
 
     // Decided, committed, and snapshotted at the committed offsets on a
     // graceful stop.
