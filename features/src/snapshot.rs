@@ -326,6 +326,7 @@ impl FeatureStore {
             map.clear();
         }
         let mut rows = 0;
+        let mut grown = 0;
         for batch in reader {
             let batch = batch.map_err(|e| fail(e.to_string()))?;
             if batch.num_columns() != 3 {
@@ -354,10 +355,12 @@ impl FeatureStore {
                 }
                 let state = decode(states.value(r), self.by_entity[e].len())
                     .ok_or_else(|| fail(format!("the state of `{}` is corrupt", keys.value(r))))?;
+                grown += state.states.iter().map(State::heap_bytes).sum::<usize>();
                 map.insert(keys.value(r).into(), state);
                 rows += 1;
             }
         }
+        self.grown.store(grown as i64, Ordering::Relaxed);
         self.watermark.store(watermark, Ordering::Release);
         tracing::info!(path = %path.display(), entities = rows, "feature snapshot restored");
         Ok(positions)

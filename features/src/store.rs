@@ -115,6 +115,8 @@ pub struct FeatureStore {
     duplicates: AtomicU64,
     evictions: AtomicU64,
     updates: AtomicU64,
+    /// Bytes the distinct counts have allocated beyond their fixed state.
+    pub(crate) grown: AtomicI64,
     /// Bytes of one entity's states, per entity kind.
     entity_bytes: Vec<usize>,
     hash: RandomState,
@@ -168,6 +170,7 @@ impl FeatureStore {
             duplicates: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             updates: AtomicU64::new(0),
+            grown: AtomicI64::new(0),
             entity_bytes,
             hash: hasher(),
             config,
@@ -299,7 +302,10 @@ impl FeatureStore {
                 }
                 if f.filter.as_ref().is_none_or(|flt| flt.matches(&record)) {
                     let value = f.field.map_or(&Value::Missing, |slot| event.get(slot));
-                    add(s, f.agg, f.window_ms, t, value, &self.hash);
+                    let grown = add(s, f.agg, f.window_ms, t, value, &self.hash);
+                    if grown != 0 {
+                        self.grown.fetch_add(grown as i64, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -338,7 +344,15 @@ impl FeatureStore {
             let cutoff = now.saturating_sub(idle);
             for map in &self.maps {
                 let before = map.len();
-                map.retain(|_, s| s.last_seen >= cutoff);
+                let mut freed = 0;
+                map.retain(|_, s| {
+                    let keep = s.last_seen >= cutoff;
+                    if !keep {
+                        freed += s.states.iter().map(State::heap_bytes).sum::<usize>();
+                    }
+                    keep
+                });
+                self.grown.fetch_sub(freed as i64, Ordering::Relaxed);
                 self.evictions
                     .fetch_add((before - map.len()) as u64, Ordering::Relaxed);
             }
@@ -371,6 +385,7 @@ impl FeatureStore {
             bytes += n * (*per as u64 + 24);
         }
         bytes += self.batch.bytes() as u64;
+        bytes += self.grown.load(Ordering::Relaxed).max(0) as u64;
         StoreStats {
             entities,
             bytes,
@@ -399,13 +414,14 @@ fn read(s: &State, agg: Agg, window_ms: i64, t: i64) -> Value {
     }
 }
 
-fn add(s: &mut State, agg: Agg, window_ms: i64, t: i64, v: &Value, hash: &RandomState) {
+/// Adds `v` at `t` to `s`; returns the bytes the state allocated doing so.
+fn add(s: &mut State, agg: Agg, window_ms: i64, t: i64, v: &Value, hash: &RandomState) -> usize {
     match s {
         State::Ring(r) => {
             let x = match (agg, v) {
                 (Agg::Count, _) => 0.0,
                 (_, Value::Number(x)) => *x,
-                _ => return,
+                _ => return 0,
             };
             r.add(t.div_euclid(width(window_ms)), x, agg);
         }
@@ -415,9 +431,11 @@ fn add(s: &mut State, agg: Agg, window_ms: i64, t: i64, v: &Value, hash: &Random
                 Value::Number(x) => hash.hash_one(x.to_bits()),
                 Value::Bool(b) => hash.hash_one(*b),
                 Value::Timestamp(x) => hash.hash_one(*x),
-                Value::Missing => return,
+                Value::Missing => return 0,
             };
+            let before = d.heap_bytes();
             d.add(t, t.div_euclid(width(window_ms)), window_ms, h);
+            return d.heap_bytes() - before;
         }
         State::Last { value, at } => {
             if t >= *at && !v.is_missing() {
@@ -427,4 +445,5 @@ fn add(s: &mut State, agg: Agg, window_ms: i64, t: i64, v: &Value, hash: &Random
         }
         State::Since { at } => *at = (*at).max(t),
     }
+    0
 }

@@ -174,9 +174,20 @@ fn hll_add(regs: &mut Registers, i: i64, h: u64) {
 }
 
 impl Distinct {
-    /// The bytes a distinct count can hold at most (its exact list full and
-    /// its sketch allocated), beyond the state itself.
-    pub const MAX_HEAP_BYTES: usize = EXACT_DISTINCT * 16 + BUCKETS * HLL_REGISTERS;
+    /// Bytes held outside the state itself: the exact list once it
+    /// outgrows its inline room (counted at its largest), and the sketch.
+    pub fn heap_bytes(&self) -> usize {
+        let exact = if self.exact.spilled() {
+            EXACT_DISTINCT * 16
+        } else {
+            0
+        };
+        exact
+            + self
+                .registers
+                .as_ref()
+                .map_or(0, |_| BUCKETS * HLL_REGISTERS)
+    }
 
     /// Adds hash `h` seen at `t` (bucket index `i`); false when `i` is older
     /// than the ring's span.
@@ -284,18 +295,19 @@ impl State {
         }
     }
 
-    /// Bytes the state can hold at most, for the memory budget: fixed by
-    /// its aggregate (a `last` string is counted as it comes).
+    /// Bytes of the state with no history, for the memory budget (what a
+    /// distinct count allocates as it grows is counted as it happens, see
+    /// [`State::heap_bytes`]).
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<State>()
-            + match self {
-                State::Ring(_) | State::Since { .. } => 0,
-                State::Distinct(_) => Distinct::MAX_HEAP_BYTES,
-                State::Last { value, .. } => match value {
-                    Value::String(s) => s.len() + 16,
-                    _ => 0,
-                },
-            }
+    }
+
+    /// Bytes held outside the state itself.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            State::Distinct(d) => d.heap_bytes(),
+            _ => 0,
+        }
     }
 }
 
@@ -323,6 +335,7 @@ mod tests {
             assert_eq!(lazy.add(t, t / w, HOUR, h), eager.add(t, t / w, HOUR, h));
             if n == EXACT_DISTINCT as i64 - 1 {
                 assert!(lazy.registers.is_none(), "no sketch while exact");
+                assert_eq!(lazy.heap_bytes(), EXACT_DISTINCT * 16);
             }
             for back in [0, 7 * 60_000, 40 * 60_000] {
                 let r = t - back;
@@ -333,7 +346,10 @@ mod tests {
                 );
             }
         }
-        assert!(lazy.registers.is_some());
+        assert_eq!(
+            lazy.heap_bytes(),
+            EXACT_DISTINCT * 16 + BUCKETS * HLL_REGISTERS
+        );
         let estimate = lazy.read(399 * 30_000, (399 * 30_000) / w, HOUR);
         // 120 values in the window, one bucket of 10 more at its edge; the
         // sketch's standard error is about 13%.
@@ -349,5 +365,6 @@ mod tests {
         }
         assert_eq!(d.read(10_000, 10_000 / w, HOUR), 4.0);
         assert!(d.registers.is_none());
+        assert_eq!(d.heap_bytes(), 0, "four values fit inline");
     }
 }

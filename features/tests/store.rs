@@ -249,6 +249,36 @@ fn bytes_per_entity_are_fixed_by_the_definitions() {
     assert!(per["user"] > per["device"], "{per:?}");
 }
 
+/// A distinct count that outgrows its inline room is charged for what it
+/// allocates, and the charge goes with the entity when it is evicted.
+#[test]
+fn growing_distinct_counts_are_charged_and_freed() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    run(&store, &catalogue, &[ev(0, T0, "u1", "d0", 1)]);
+    let base = store.stats().bytes;
+    let many: Vec<Ev> = (1..60)
+        .map(|n| ev(n, T0 + n as i64 * 1000, "u1", &format!("d{n}"), 1))
+        .collect();
+    run(&store, &catalogue, &many);
+    let devices = store.stats().entities - 1;
+    let fixed: BTreeMap<String, usize> = store.bytes_per_entity().into_iter().collect();
+    let grown = store.stats().bytes - base - devices * (fixed["device"] as u64 + 24);
+    // The user's device list spilled and its sketch was allocated.
+    assert!(grown >= 768, "grown by {grown} B");
+    // A day later, everything is idle and evicted: nothing stays charged.
+    let later = ev(100, T0 + 3 * 86_400_000, "u2", "dx", 1);
+    run(&store, &catalogue, &[later]);
+    store.maintain();
+    assert_eq!(store.stats().entities, 2, "u2 and dx remain");
+    let (fresh, _) = store_of(DEFS, StoreConfig::default());
+    run(
+        &fresh,
+        &catalogue,
+        &[ev(100, T0 + 3 * 86_400_000, "u2", "dx", 1)],
+    );
+    assert_eq!(store.stats().bytes, fresh.stats().bytes);
+}
+
 #[test]
 fn a_snapshot_restores_exactly() {
     let (store, catalogue) = store_of(DEFS, StoreConfig::default());
