@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use ahash::{AHashSet, RandomState};
 use dashmap::DashMap;
+use smallvec::SmallVec;
 use serde::Deserialize;
 use verdict_core::{Catalogue, Event, Record, Value};
 
@@ -250,6 +251,12 @@ impl FeatureStore {
             features: &[],
             model: &[],
         };
+        // First find (or create) every entity of the event and start loading
+        // its states into the cache, then read and update them: the cache
+        // misses of a large store overlap instead of following one another.
+        // Each entity kind has its own map, so the shard locks held together
+        // are of different maps, always taken in the same order.
+        let mut held: SmallVec<[(usize, EntityRef<'_>); 4]> = SmallVec::new();
         for (e, entity) in self.defs.entities.iter().enumerate() {
             let features = &self.by_entity[e];
             let Value::String(key) = event.get(entity.key_slot) else {
@@ -266,23 +273,21 @@ impl FeatureStore {
                 continue;
             }
             let map = &self.maps[e];
-            let read_only = |out: &mut [Value], state: Option<&EntityState>| {
+            if !update {
+                let state = map.get(&**key);
                 for (k, &i) in features.iter().enumerate() {
                     let f = &self.defs.features[i];
                     if let Some(o) = out.get_mut(f.slot) {
-                        *o = match state {
+                        *o = match state.as_deref() {
                             Some(s) => read(&s.states[k], f.agg, f.window_ms, t),
                             None => empty_value(f.agg),
                         };
                     }
                 }
-            };
-            if !update {
-                read_only(out, map.get(&**key).as_deref());
                 continue;
             }
             // The key is copied only for a new entity.
-            let mut entry = match map.get_mut(&**key) {
+            let entry = match map.get_mut(&**key) {
                 Some(entry) => entry,
                 None => map.entry(Box::from(&**key)).or_insert_with(|| EntityState {
                     last_seen: t,
@@ -292,9 +297,13 @@ impl FeatureStore {
                         .collect(),
                 }),
             };
+            prefetch(&entry.states);
+            held.push((e, entry));
+        }
+        for (e, mut entry) in held {
             let state = entry.value_mut();
             state.last_seen = state.last_seen.max(t);
-            for (k, &i) in features.iter().enumerate() {
+            for (k, &i) in self.by_entity[e].iter().enumerate() {
                 let f = &self.defs.features[i];
                 let s = &mut state.states[k];
                 if let Some(o) = out.get_mut(f.slot) {
@@ -394,6 +403,26 @@ impl FeatureStore {
             evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
+}
+
+/// An entity's states, with its map shard locked for writing.
+type EntityRef<'a> = dashmap::mapref::one::RefMut<'a, Box<str>, EntityState>;
+
+/// Asks the CPU to start loading `states` into its cache.
+#[inline(always)]
+fn prefetch(states: &[State]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let base = states.as_ptr().cast::<i8>();
+        for offset in (0..std::mem::size_of_val(states)).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults, and the
+            // address lies inside the `states` allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = states;
 }
 
 /// What a feature reads with no history.
