@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use ahash::{AHashSet, RandomState};
 use dashmap::DashMap;
-use smallvec::SmallVec;
 use serde::Deserialize;
+use smallvec::SmallVec;
 use verdict_core::{Catalogue, Event, Record, Value};
 
 use crate::batch::BatchTables;
