@@ -7,8 +7,9 @@
 //! never across an await.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
+
+use ahash::RandomState;
 
 use verdict_core::Decision;
 
@@ -16,7 +17,7 @@ const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Shard {
-    decisions: HashMap<Arc<str>, Decision>,
+    decisions: HashMap<Arc<str>, Decision, RandomState>,
     order: VecDeque<Arc<str>>,
 }
 
@@ -24,7 +25,7 @@ struct Shard {
 pub struct RecentDecisions {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hash: std::collections::hash_map::RandomState,
+    hash: RandomState,
 }
 
 impl RecentDecisions {
