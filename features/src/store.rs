@@ -189,12 +189,6 @@ impl FeatureStore {
         self.batch.refresh_every()
     }
 
-    /// The longest window of the definitions: how far back a rebuild must
-    /// read to reproduce every feature.
-    pub fn longest_window_ms(&self) -> i64 {
-        self.defs.longest_window_ms()
-    }
-
     pub fn defs(&self) -> &FeatureDefs {
         &self.defs
     }

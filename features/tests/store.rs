@@ -110,15 +110,19 @@ fn the_dedup_window_is_bounded() {
     );
 }
 
-#[test]
-fn a_late_event_is_read_counted_and_not_added() {
-    let (store, catalogue) = store_of(
+fn store_allowing_a_minute_late() -> (FeatureStore, Catalogue) {
+    store_of(
         DEFS,
         StoreConfig {
             lateness_secs: 60,
             ..StoreConfig::default()
         },
-    );
+    )
+}
+
+#[test]
+fn a_late_event_is_read_counted_and_not_added() {
+    let (store, catalogue) = store_allowing_a_minute_late();
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
     store.read_and_update(&ev(1, T0, "u1", "d1", 10).parse(&parser), &mut out);
@@ -157,13 +161,7 @@ fn a_late_event_is_read_counted_and_not_added() {
 /// on: they are added (once) even though live events that late would not be.
 #[test]
 fn a_replayed_event_is_added_despite_lateness_but_once() {
-    let (store, catalogue) = store_of(
-        DEFS,
-        StoreConfig {
-            lateness_secs: 60,
-            ..StoreConfig::default()
-        },
-    );
+    let (store, catalogue) = store_allowing_a_minute_late();
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
     store.read_and_update(

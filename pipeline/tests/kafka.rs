@@ -74,20 +74,13 @@ fn event(user: usize, seq: usize) -> String {
     )
 }
 
+/// Every user's events `0..PER_USER`, then `BAD` malformed messages.
 fn produce_input(brokers: &str) {
+    produce_seqs(brokers, 0..PER_USER);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    for seq in 0..PER_USER {
-        for user in 0..USERS {
-            let key = format!("u_{user}");
-            let payload = event(user, seq);
-            producer
-                .send(BaseRecord::to("events").key(&key).payload(&payload))
-                .unwrap();
-        }
-    }
     for i in 0..BAD {
         let key = format!("bad_{i}");
         producer
@@ -614,6 +607,15 @@ async fn rebalance_drains_and_loses_nothing() {
     );
 }
 
+/// Every user's events of `seqs`, from the async tests.
+async fn produce(brokers: &str, seqs: std::ops::Range<usize>) {
+    let b = brokers.to_owned();
+    tokio::task::spawn_blocking(move || produce_seqs(&b, seqs))
+        .await
+        .unwrap();
+}
+
+/// Every user's events of `seqs`, in sequence order.
 fn produce_seqs(brokers: &str, seqs: std::ops::Range<usize>) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -714,28 +716,19 @@ async fn features_catch_up_after_a_crash_and_on_partitions_never_held() {
 
     // Decided, committed, and snapshotted at the committed offsets on a
     // graceful stop.
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_seqs(&b, 0..10))
-        .await
-        .unwrap();
+    produce(&brokers, 0..10).await;
     let (engine, positions) = run_until_decided(&config, 0..10).await;
     engine.snapshot_features(&positions).unwrap();
     drop(engine);
 
     // Decided and committed by an instance that then dies: no snapshot.
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_seqs(&b, 10..20))
-        .await
-        .unwrap();
+    produce(&brokers, 10..20).await;
     let (crashed, _) = run_until_decided(&config, 10..20).await;
     drop(crashed);
 
     // The restart restores the snapshot, which lacks 10..20: they are read
     // again into the features before 20..25 are decided.
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_seqs(&b, 20..25))
-        .await
-        .unwrap();
+    produce(&brokers, 20..25).await;
     let (restarted, _) = run_until_decided(&config, 20..25).await;
     assert_eq!(
         entities(&restarted),
@@ -748,10 +741,7 @@ async fn features_catch_up_after_a_crash_and_on_partitions_never_held() {
     // rebuilds their features from the log.
     let mut fresh = config.clone();
     fresh.features.snapshot = None;
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_seqs(&b, 25..30))
-        .await
-        .unwrap();
+    produce(&brokers, 25..30).await;
     let (rebuilt, _) = run_until_decided(&fresh, 25..30).await;
     assert_eq!(
         entities(&rebuilt),
