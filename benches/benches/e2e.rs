@@ -381,7 +381,10 @@ fn verdict_latency(events: &[(Vec<u8>, Vec<u8>)], rate: f64, secs: u64) -> (u64,
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // target too, unoptimised, where its figures would mean nothing.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("e2e: a benchmark; run it with cargo bench -p verdict-benches --bench e2e");
         return;
     }
     let n: usize = std::env::var("EVENTS")
