@@ -1,14 +1,19 @@
 """A real Kafka client (confluent-kafka) for Verdict's end-to-end test.
 
-    client.py produce BROKERS TOPIC FILE
+    client.py produce BROKERS TOPIC FILE [--one-per-batch]
         Produces every line of FILE (JSON lines) to TOPIC, keyed by the
         line's user_id when it has one, and waits for every acknowledgement.
+        With --one-per-batch every record is a record batch of its own.
 
-    client.py collect BROKERS EVENTS_FILE DECISIONS_TOPIC DEAD_TOPIC TIMEOUT_S
+    client.py collect BROKERS EVENTS_FILE DECISIONS_TOPIC DEAD_TOPIC TIMEOUT_S [EVENTS_TOPIC GROUP]
         Reads decisions and dead letters from the start until every line of
         EVENTS_FILE is accounted for (a decision for its event_id, or a dead
         letter for its original bytes) or the timeout passes. Prints a JSON
-        report; exits 0 only when nothing is missing.
+        report; exits 0 only when nothing is missing. When something is
+        missing and EVENTS_TOPIC and GROUP are given, the report also says
+        where the missing events sit on EVENTS_TOPIC (partition, offsets)
+        and GROUP's committed offsets, to tell a broker that lost records
+        from a consumer that skipped them.
 """
 
 import json
@@ -18,8 +23,11 @@ import time
 from confluent_kafka import Consumer, Producer
 
 
-def produce(brokers, topic, path):
-    p = Producer({"bootstrap.servers": brokers, "acks": "all", "linger.ms": 5})
+def produce(brokers, topic, path, *options):
+    config = {"bootstrap.servers": brokers, "acks": "all", "linger.ms": 5}
+    if "--one-per-batch" in options:
+        config["batch.num.messages"] = 1
+    p = Producer(config)
     failed = []
 
     def done(err, _msg):
@@ -52,7 +60,56 @@ def produce(brokers, topic, path):
     print(json.dumps({"produced": n}))
 
 
-def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s):
+def locate(brokers, topic, group, wanted):
+    """Where the events of `wanted` (event ids) sit on `topic`, per
+    partition, and the committed offsets of `group`."""
+    from confluent_kafka import TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"e2e-locate-{time.time()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    partitions = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, 0) for p in partitions])
+    open_parts = set(partitions)
+    found = {}
+    ends = {}
+    deadline = time.time() + 60
+    while open_parts and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                ends[m.partition()] = m.offset()
+                open_parts.discard(m.partition())
+            continue
+        try:
+            event_id = json.loads(m.value()).get("event_id")
+        except Exception:
+            continue
+        if event_id in wanted:
+            found.setdefault(m.partition(), []).append(m.offset())
+    c.close()
+    g = Consumer({"bootstrap.servers": brokers, "group.id": group})
+    committed = g.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    g.close()
+    return {
+        "on_topic": sum(len(v) for v in found.values()),
+        "by_partition": {
+            p: {"count": len(v), "first": min(v), "last": max(v)} for p, v in found.items()
+        },
+        "partition_ends": ends,
+        "committed": {tp.partition: tp.offset for tp in committed},
+    }
+
+
+def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s, events_topic=None, group=None):
     expected_ids = {}
     expected_dead = set()
     with open(events_path, "rb") as f:
@@ -117,6 +174,10 @@ def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s):
         "missing": len(lost),
         "missing_sample": [x if isinstance(x, str) else x.decode(errors="replace") for x in lost[:5]],
     }
+    if lost and events_topic and group:
+        report["missing_located"] = locate(
+            brokers, events_topic, group, {x for x in lost if isinstance(x, str)}
+        )
     print(json.dumps(report))
     sys.exit(0 if not lost else 1)
 
@@ -126,7 +187,7 @@ def main():
     if cmd == "produce":
         produce(*args)
     elif cmd == "collect":
-        collect(args[0], args[1], args[2], args[3], float(args[4]))
+        collect(args[0], args[1], args[2], args[3], float(args[4]), *args[5:7])
     else:
         sys.exit(f"unknown command {cmd}")
 
