@@ -25,6 +25,8 @@
 //! EVENTS=1000000 cargo bench -p verdict-benches --bench e2e
 //! # the same on a real broker process (tansu, as the end-to-end test uses)
 //! E2E_TANSU=.verdict/bin/tansu cargo bench -p verdict-benches --bench e2e
+//! # latency at more rates than the two above
+//! LATENCY_RATES=5000,20000,50000 cargo bench -p verdict-benches --bench e2e
 //! ```
 //!
 //! Every phase has its own cluster; the generator, the broker, the reader
@@ -290,10 +292,12 @@ fn config(brokers: &str) -> Config {
 fn with_pipeline<T>(brokers: &str, body: impl FnOnce(&AtomicBool) -> T) -> T {
     let config = config(brokers);
     let engine = Arc::new(Engine::load(&config).expect("the engine loads"));
+    let metrics = Arc::new(Metrics::new());
+    engine.attach_metrics(metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let pipeline = Pipeline {
         engine,
-        metrics: Arc::new(Metrics::new()),
+        metrics: metrics.clone(),
         kafka: config.kafka.clone(),
         ready: ready.clone(),
     };
@@ -306,7 +310,27 @@ fn with_pipeline<T>(brokers: &str, body: impl FnOnce(&AtomicBool) -> T) -> T {
     rt.block_on(task)
         .expect("the pipeline task")
         .expect("the pipeline stops cleanly");
+    report_model(&metrics.render());
     out
+}
+
+/// The model's mean batch size and deadline misses, from the metrics.
+fn report_model(metrics: &str) {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        value("verdict_model_batch_size_sum"),
+        value("verdict_model_batch_size_count"),
+    );
+    eprintln!(
+        "e2e:   model: {count:.0} batches, mean {:.1} events, {:.0} past the deadline",
+        sum / count.max(1.0),
+        value("verdict_model_timeouts_total"),
+    );
 }
 
 /// Verdict on preloaded events: events/s.
@@ -400,10 +424,20 @@ fn main() {
         "e2e: verdict            {verdict:>9.0} events/s ({:.0}% of the pass-through)",
         100.0 * verdict / raw
     );
-    for (rate, what) in [
-        (raw / 2.0, "half the pass-through"),
-        (verdict / 2.0, "half Verdict's own throughput"),
-    ] {
+    let mut rates = vec![
+        (raw / 2.0, "half the pass-through".to_owned()),
+        (verdict / 2.0, "half Verdict's own throughput".to_owned()),
+    ];
+    // More points of the latency curve: LATENCY_RATES=5000,20000,50000
+    if let Ok(extra) = std::env::var("LATENCY_RATES") {
+        for r in extra
+            .split(',')
+            .filter_map(|r| r.trim().parse::<f64>().ok())
+        {
+            rates.push((r, "LATENCY_RATES".to_owned()));
+        }
+    }
+    for (rate, what) in rates {
         let (count, p50, p99, max) = verdict_latency(&events, rate, 10);
         eprintln!(
             "e2e: at {rate:.0} events/s ({what}) for 10 s: {count} decisions, \
