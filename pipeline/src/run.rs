@@ -392,6 +392,11 @@ impl Lane {
                         };
                         Done { generation, partition, offset, output }
                     });
+                    // librdkafka's queue is outside tokio's cooperative
+                    // budget: without this, a lane reading a long burst
+                    // would run out of budget and stop seeing its model
+                    // replies (tokio channels) until the burst was read.
+                    tokio::task::consume_budget().await;
                 }
                 _ = tracks.acked.notified(), if in_flight >= max_in_flight => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
