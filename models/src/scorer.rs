@@ -1,19 +1,23 @@
 //! Serving: the micro-batching scorer, hot swap, the champion/challenger
 //! pair and the per-event deadline.
 //!
-//! A [`Scorer`] owns one scoring thread. Callers hand it one row each
-//! ([`Scorer::score`]); the thread takes the first waiting row, then keeps
-//! collecting until it has `max_batch` rows or `max_wait_us` has passed,
+//! A [`Scorer`] owns a queue of rows and one scoring thread. Callers hand
+//! it one row each ([`Scorer::score`]); once a row waits, the thread lets
+//! more gather until there are `max_batch` or `max_wait_us` has passed,
 //! whichever comes first, runs them through the model in one session call
-//! and answers each caller through its own channel. [`Models`] puts a
-//! champion and an optional shadow challenger together, applies the
-//! per-event deadline and reports to a [`ModelObserver`].
+//! and answers each caller through its own channel. A caller with nothing
+//! else to do (a lane that has read every event available) may score the
+//! waiting rows itself ([`Scorer::help`]): then a decision does not wait
+//! for the scoring thread to be scheduled, which on a busy machine can
+//! take milliseconds. [`Models`] puts a champion and an optional shadow
+//! challenger together, applies the per-event deadline and reports to a
+//! [`ModelObserver`].
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -208,16 +212,93 @@ impl Scored {
     }
 }
 
+/// The rows waiting to be scored, shared by the scoring thread and
+/// helpers.
+struct Queue {
+    state: Mutex<Waiting>,
+    /// Signalled when the first row arrives, when a batch is full, and on
+    /// shutdown.
+    ready: Condvar,
+    batching: Batching,
+    observer: Arc<dyn ModelObserver>,
+    name: String,
+}
+
+#[derive(Default)]
+struct Waiting {
+    requests: VecDeque<Request>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batching.max_batch.max(1)
+    }
+
+    fn push(&self, request: Request) -> bool {
+        let mut q = self.lock();
+        if q.closed {
+            return false;
+        }
+        q.requests.push_back(request);
+        let n = q.requests.len();
+        drop(q);
+        if n == 1 || n == self.max_batch() {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Up to `max_batch` waiting rows, taken off the queue.
+    fn take(q: &mut Waiting, max_batch: usize) -> Vec<Request> {
+        let n = q.requests.len().min(max_batch);
+        q.requests.drain(..n).collect()
+    }
+
+    /// Scores `batch`: rows whose caller stopped waiting are skipped, rows
+    /// gathered for different models (around a swap) run apart.
+    fn process(&self, mut batch: Vec<Request>, rows: &mut Vec<f32>, out: &mut Vec<f32>) {
+        batch.retain(|r| !r.reply.is_closed());
+        while !batch.is_empty() {
+            let serving = batch[0].serving.clone();
+            let split = batch
+                .iter()
+                .position(|r| !Arc::ptr_eq(&r.serving, &serving))
+                .unwrap_or(batch.len());
+            let group: Vec<Request> = batch.drain(..split).collect();
+            run_group(
+                &serving,
+                group,
+                rows,
+                out,
+                self.observer.as_ref(),
+                &self.name,
+            );
+        }
+    }
+}
+
 struct Inner {
     name: String,
     current: ArcSwap<Serving>,
-    tx: mpsc::Sender<Request>,
+    queue: Arc<Queue>,
     catalogue: Catalogue,
     runtime: Runtime,
     threads: usize,
     output_names: Arc<[Arc<str>]>,
     output_slots: Arc<[Slot]>,
     reload: Mutex<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
+    }
 }
 
 /// A served model: a micro-batching thread in front of an ONNX session,
@@ -323,19 +404,25 @@ impl Scorer {
             let slots = m.register_outputs(catalogue);
             (m.name.clone(), model.output_names().to_vec(), slots)
         };
-        let (tx, rx) = mpsc::channel::<Request>();
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            batching,
+            observer,
+            name: name.clone(),
+        });
         let thread_name = format!("model-{name}");
-        let model_name = name.clone();
+        let q = queue.clone();
         std::thread::Builder::new()
             .name(thread_name.chars().take(15).collect())
-            .spawn(move || batch_loop(rx, batching, observer, &model_name))
+            .spawn(move || batch_loop(&q))
             .map_err(|e| ModelError::Config(format!("cannot start the scoring thread: {e}")))?;
         tracing::info!(model = %name, version = %serving.version, "model loaded");
         Ok(Scorer {
             inner: Arc::new(Inner {
                 name,
                 current: ArcSwap::from_pointee(serving),
-                tx,
+                queue,
                 catalogue: catalogue.clone(),
                 runtime: runtime.clone(),
                 threads: batching.threads,
@@ -377,7 +464,7 @@ impl Scorer {
     pub fn score_record(
         &self,
         record: &Record,
-    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + use<> {
         let serving = self.inner.current.load_full();
         let row = serving.inputs.gather_vec(record);
         self.submit(serving, row)
@@ -387,7 +474,7 @@ impl Scorer {
     pub fn score(
         &self,
         row: Vec<f32>,
-    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + use<> {
         let serving = self.inner.current.load_full();
         self.submit(serving, row)
     }
@@ -396,7 +483,7 @@ impl Scorer {
         &self,
         serving: Arc<Serving>,
         row: Vec<f32>,
-    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Scored, ModelError>> + Send + use<> {
         let (reply, rx) = oneshot::channel();
         let name = self.inner.name.clone();
         let width = serving.inputs.width();
@@ -409,17 +496,16 @@ impl Scorer {
                 got: row.len(),
                 want: width,
             })
+        } else if self.inner.queue.push(Request {
+            serving,
+            row,
+            reply,
+        }) {
+            Ok(())
         } else {
-            self.inner
-                .tx
-                .send(Request {
-                    serving,
-                    row,
-                    reply,
-                })
-                .map_err(|_| ModelError::Stopped {
-                    model: name.clone(),
-                })
+            Err(ModelError::Stopped {
+                model: name.clone(),
+            })
         };
         async move {
             queued?;
@@ -432,6 +518,23 @@ impl Scorer {
                 slots,
                 values,
             })
+        }
+    }
+
+    /// Scores the rows waiting now, in the calling thread, in batches of at
+    /// most `max_batch`; returns how many. For a caller that would
+    /// otherwise wait for their answers (it blocks for the session calls).
+    pub fn help(&self) -> usize {
+        let queue = &self.inner.queue;
+        let (mut rows, mut out) = (Vec::new(), Vec::new());
+        let mut scored = 0;
+        loop {
+            let batch = Queue::take(&mut queue.lock(), queue.max_batch());
+            if batch.is_empty() {
+                return scored;
+            }
+            scored += batch.len();
+            queue.process(batch, &mut rows, &mut out);
         }
     }
 
@@ -475,102 +578,39 @@ impl Scorer {
     }
 }
 
-fn batch_loop(
-    rx: mpsc::Receiver<Request>,
-    batching: Batching,
-    observer: Arc<dyn ModelObserver>,
-    name: &str,
-) {
-    let max_batch = batching.max_batch.max(1);
-    let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
-    let mut rows: Vec<f32> = Vec::new();
-    let mut out: Vec<f32> = Vec::new();
+/// The scoring thread: waits for a row, lets more gather (they stay
+/// queued meanwhile, so a helper may take them), then scores a batch.
+fn batch_loop(queue: &Queue) {
+    let max_batch = queue.max_batch();
+    let (mut rows, mut out) = (Vec::new(), Vec::new());
     loop {
-        // Under load the next row is microseconds away: poll before sleeping.
-        let first = match spin_recv(&rx, Instant::now() + SPIN) {
-            Some(r) => r,
-            None => match rx.recv() {
-                Ok(r) => r,
-                Err(_) => return,
-            },
+        let batch = {
+            let mut q = queue.lock();
+            loop {
+                while q.requests.is_empty() {
+                    if q.closed {
+                        return;
+                    }
+                    q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                let until = Instant::now() + queue.batching.max_wait;
+                while q.requests.len() < max_batch && !q.closed {
+                    let now = Instant::now();
+                    if now >= until || q.requests.is_empty() {
+                        break;
+                    }
+                    q = match queue.ready.wait_timeout(q, until - now) {
+                        Ok((q, _)) => q,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+                // Empty: a helper scored them; wait for the next row.
+                if !q.requests.is_empty() {
+                    break Queue::take(&mut q, max_batch);
+                }
+            }
         };
-        batch.push(first);
-        let until = Instant::now() + batching.max_wait;
-        let mut open = true;
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-                Err(TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    // Rows of a burst arrive microseconds apart: poll
-                    // briefly before sleeping, which saves a wake-up per row
-                    // on both sides of the queue.
-                    if let Some(r) = spin_recv(&rx, now + SPIN.min(until - now)) {
-                        batch.push(r);
-                        continue;
-                    }
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    match rx.recv_timeout(until - now) {
-                        Ok(r) => batch.push(r),
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        // Callers whose deadline passed no longer wait: skip their rows.
-        batch.retain(|r| !r.reply.is_closed());
-        // Rows gathered for different models (around a swap) run apart.
-        while !batch.is_empty() {
-            let serving = batch[0].serving.clone();
-            let split = batch
-                .iter()
-                .position(|r| !Arc::ptr_eq(&r.serving, &serving))
-                .unwrap_or(batch.len());
-            let group: Vec<Request> = batch.drain(..split).collect();
-            run_group(
-                &serving,
-                group,
-                &mut rows,
-                &mut out,
-                observer.as_ref(),
-                name,
-            );
-        }
-        if !open {
-            return;
-        }
-    }
-}
-
-/// How long the batcher polls for the next row before it sleeps.
-const SPIN: Duration = Duration::from_micros(20);
-
-fn spin_recv(rx: &mpsc::Receiver<Request>, until: Instant) -> Option<Request> {
-    loop {
-        for _ in 0..64 {
-            match rx.try_recv() {
-                Ok(r) => return Some(r),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-            }
-        }
-        if Instant::now() >= until {
-            return None;
-        }
+        queue.process(batch, &mut rows, &mut out);
     }
 }
 
@@ -744,6 +784,12 @@ impl Models {
         self.challenger.as_ref()
     }
 
+    /// Scores the rows waiting for either model in the calling thread
+    /// (see [`Scorer::help`]); returns how many.
+    pub fn help(&self) -> usize {
+        self.champion.help() + self.challenger.as_ref().map_or(0, Scorer::help)
+    }
+
     /// Hot-swaps the champion (see [`Scorer::reload`]).
     pub fn reload_champion(&self, manifest_path: &Path) -> Result<Arc<str>, ModelError> {
         self.champion.reload(manifest_path)
@@ -775,7 +821,7 @@ impl Models {
     /// most the deadline. Past it, or on a model error, the outcome is
     /// `degraded` with no champion scores and the observer is told. The
     /// returned future does not borrow the record.
-    pub fn score(&self, record: &Record) -> impl Future<Output = ModelOutcome> + Send + 'static {
+    pub fn score(&self, record: &Record) -> impl Future<Output = ModelOutcome> + Send + use<> {
         let champion = self.champion.score_record(record);
         let challenger = self.challenger.as_ref().map(|c| c.score_record(record));
         let deadline = self.deadline;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -104,6 +105,54 @@ async fn rows_in_flight_are_scored_together() {
     }
     assert_eq!(stats.rows.load(Ordering::Relaxed), 64);
     assert_eq!(stats.batches.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn a_waiting_caller_scores_the_queued_rows_itself() {
+    let rt = runtime();
+    let mut c = catalogue();
+    let stats = Arc::new(ModelStats::default());
+    // The thread would wait ten seconds for a batch of 16.
+    let scorer = Scorer::start(
+        &data("tiny.manifest.toml"),
+        &mut c,
+        &rt,
+        batching(16, 10_000_000),
+        stats.clone(),
+    )
+    .unwrap();
+    assert_eq!(scorer.help(), 0, "nothing waits yet");
+    let mut futures: Vec<_> = (0..5)
+        .map(|_| Box::pin(scorer.score(vec![1.0, 2.0, 0.0])))
+        .collect();
+    assert_eq!(scorer.help(), 5);
+    // Answered now, without the scoring thread.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for f in &mut futures {
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(s)) => {
+                let v = s.iter().next().unwrap().2 as f32;
+                assert!((v - ROW_1_2_0).abs() < 1e-6, "{v}");
+            }
+            other => panic!("not scored by help(): {other:?}"),
+        }
+    }
+    assert_eq!(stats.batches.load(Ordering::Relaxed), 1);
+    // The thread still serves: a full batch goes without waiting.
+    let full: Vec<_> = (0..16).map(|_| scorer.score(vec![1.0, 2.0, 0.0])).collect();
+    let started = std::time::Instant::now();
+    for f in full {
+        tokio_block_on(f).unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(stats.rows.load(Ordering::Relaxed), 21);
+}
+
+fn tokio_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 #[test]

@@ -569,35 +569,56 @@ impl Engine {
     }
 
     /// Scores, runs the rules and builds the decision of a prepared event.
-    /// The score is awaited at most the model's deadline; past it the
-    /// decision is made without it and marked degraded.
-    pub async fn finish(&self, mut prepared: Prepared) -> Decided {
-        if prepared.duplicate
-            && let Some(mut decision) = self.recent.get(prepared.event.id())
-        {
-            decision.latency_us = prepared.read_at.elapsed().as_micros() as u64;
-            decision.decided_at = verdict_core::time::now_ms();
-            return Decided {
-                key: self.output_key(&prepared.event),
-                decision,
-                timings: prepared.timings,
-            };
-        }
-        let outcome = match &self.model {
-            ModelStage::Loaded { models, .. } => {
-                let started = Instant::now();
-                let scoring = models.score(&Record {
+    /// The event's row is queued for the model now; the returned future
+    /// awaits the score at most the model's deadline (past it the decision
+    /// is made without it and marked degraded), then concludes.
+    pub fn finish(&self, mut prepared: Prepared) -> impl Future<Output = Decided> + Send + '_ {
+        let repeated = if prepared.duplicate {
+            self.recent.get(prepared.event.id())
+        } else {
+            None
+        };
+        let scoring = match (&self.model, &repeated) {
+            (ModelStage::Loaded { models, .. }, None) => Some((
+                Instant::now(),
+                models.score(&Record {
                     event: prepared.event.values(),
                     features: &prepared.features,
                     model: &[],
-                });
-                let outcome = scoring.await;
-                prepared.timings.model = started.elapsed();
-                Some(outcome)
-            }
+                }),
+            )),
             _ => None,
         };
-        self.conclude(prepared, outcome)
+        async move {
+            if let Some(mut decision) = repeated {
+                decision.latency_us = prepared.read_at.elapsed().as_micros() as u64;
+                decision.decided_at = verdict_core::time::now_ms();
+                return Decided {
+                    key: self.output_key(&prepared.event),
+                    decision,
+                    timings: prepared.timings,
+                };
+            }
+            let outcome = match scoring {
+                Some((started, scoring)) => {
+                    let outcome = scoring.await;
+                    prepared.timings.model = started.elapsed();
+                    Some(outcome)
+                }
+                None => None,
+            };
+            self.conclude(prepared, outcome)
+        }
+    }
+
+    /// Scores the rows waiting for the model in the calling thread, so
+    /// their decisions need not wait for the scoring thread to be
+    /// scheduled. For a caller with nothing else to do; returns how many.
+    pub fn help_score(&self) -> usize {
+        match &self.model {
+            ModelStage::Loaded { models, .. } => models.help(),
+            _ => 0,
+        }
     }
 
     /// The event's `user_id`, the key of its output record.

@@ -102,7 +102,10 @@ async fn decide(State(s): State<AppState>, body: Bytes) -> Response {
         read_at,
     ) {
         Ok(prepared) => {
-            let decided = engine.finish(prepared).await;
+            let decided = engine.finish(prepared);
+            // The caller is waiting: score now, with whatever else waits.
+            engine.help_score();
+            let decided = decided.await;
             s.metrics.decided(&decided);
             axum::Json(decided.decision).into_response()
         }

@@ -54,13 +54,14 @@
 //! flow meanwhile; `/readyz` waits for the catch-up.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -363,35 +364,27 @@ impl Lane {
                     self.emit(done, &producer, &tracks, &mut out).await?;
                 }
                 msg = consumer.recv(), if in_flight < max_in_flight => {
-                    let msg = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(lane = self.id, error = %e, "Kafka consumer error");
-                            continue;
+                    // Take the burst librdkafka already holds (up to a bound),
+                    // so its events are scored together.
+                    let mut next = Some(msg);
+                    let mut taken = 0;
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Ok(m) => {
+                                deciding.push_back(self.accept(&m, &tracks));
+                                taken += 1;
+                            }
+                            Err(e) => {
+                                tracing::warn!(lane = self.id, error = %e, "Kafka consumer error")
+                            }
                         }
-                    };
-                    let read_at = Instant::now();
-                    let generation = tracks.generation.load(Ordering::Acquire);
-                    self.metrics.event();
-                    let (partition, offset) = (msg.partition(), msg.offset());
-                    self.applied.advance(partition, offset);
-                    let topic = msg.topic();
-                    let prepared = engine.prepare(
-                        msg.payload().unwrap_or_default(),
-                        || Position::Kafka { topic: topic.to_owned(), partition, offset },
-                        read_at,
-                    );
-                    let dead_key = match &prepared {
-                        Ok(_) => Vec::new(),
-                        Err(_) => msg.key().unwrap_or_default().to_vec(),
-                    };
-                    deciding.push_back(async move {
-                        let output = match prepared {
-                            Ok(p) => Output::Decision(engine.finish(p).await),
-                            Err(dead) => Output::DeadLetter(dead, dead_key),
-                        };
-                        Done { generation, partition, offset, output }
-                    });
+                        if taken < BURST && deciding.len() + tracks.pending() < max_in_flight {
+                            next = consumer.recv().now_or_never();
+                        }
+                    }
+                    // Nothing more to read now: score what waits here rather
+                    // than wait for the scoring thread to be scheduled.
+                    engine.help_score();
                     // librdkafka's queue is outside tokio's cooperative
                     // budget: without this, a lane reading a long burst
                     // would run out of budget and stop seeing its model
@@ -438,6 +431,46 @@ impl Lane {
         let _ = tokio::time::timeout(bound, self.finished.wait()).await;
         tracing::info!(lane = self.id, "lane stopped; offsets committed");
         Ok(())
+    }
+
+    /// Parses one message and reads-then-updates its features now (in
+    /// partition order), queues its model row, and returns the future of
+    /// its output.
+    fn accept<'a>(
+        &'a self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        tracks: &Tracks,
+    ) -> impl Future<Output = Done> + Send + 'a {
+        let read_at = Instant::now();
+        let generation = tracks.generation.load(Ordering::Acquire);
+        self.metrics.event();
+        let (partition, offset) = (msg.partition(), msg.offset());
+        self.applied.advance(partition, offset);
+        let topic = msg.topic();
+        let output = match self.engine.prepare(
+            msg.payload().unwrap_or_default(),
+            || Position::Kafka {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            },
+            read_at,
+        ) {
+            Ok(p) => Ok(self.engine.finish(p)),
+            Err(dead) => Err((dead, msg.key().unwrap_or_default().to_vec())),
+        };
+        async move {
+            let output = match output {
+                Ok(decided) => Output::Decision(decided.await),
+                Err((dead, key)) => Output::DeadLetter(dead, key),
+            };
+            Done {
+                generation,
+                partition,
+                offset,
+                output,
+            }
+        }
     }
 
     /// Notes the committed offsets of the lane's partitions (the positions
@@ -640,6 +673,11 @@ impl Lane {
         }
     }
 }
+
+/// At most this many events already fetched are read in one go before
+/// the lane scores and emits: enough for full model batches, few enough
+/// that the first of them is not kept waiting.
+const BURST: usize = 64;
 
 /// A commit the group's rebalance deferred; retried later.
 #[derive(Debug)]
