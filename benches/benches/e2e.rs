@@ -22,9 +22,11 @@
 //!
 //! ```sh
 //! cargo bench -p verdict-benches --bench e2e            # 200,000 events
-//! EVENTS=1000000 cargo bench -p verdict-benches --bench e2e
 //! # the same on a real broker process (tansu, as the end-to-end test uses)
 //! E2E_TANSU=.verdict/bin/tansu cargo bench -p verdict-benches --bench e2e
+//! # more events: the mock cluster keeps only the newest 100,000 records or
+//! # 5 MB of each partition, so beyond 200,000 use tansu
+//! E2E_TANSU=.verdict/bin/tansu EVENTS=1000000 cargo bench -p verdict-benches --bench e2e
 //! # latency at more rates than the two above
 //! LATENCY_RATES=5000,20000,50000 cargo bench -p verdict-benches --bench e2e
 //! # only those
@@ -53,6 +55,9 @@ use verdict::run::Pipeline;
 
 const PARTITIONS: i32 = 4;
 
+/// The most events a run on librdkafka's mock cluster can take whole.
+const MOCK_MAX_EVENTS: usize = 200_000;
+
 fn events(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut generator = Generator::new(GenConfig::default());
     (0..n)
@@ -80,7 +85,16 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], p
     if !key.is_empty() {
         record = record.key(key);
     }
-    while let Err((_, r)) = p.send(record) {
+    while let Err((e, r)) = p.send(record) {
+        assert!(
+            matches!(
+                e,
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull
+                )
+            ),
+            "cannot produce to {topic}: {e}"
+        );
         record = r;
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -421,6 +435,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    if n > MOCK_MAX_EVENTS && std::env::var_os("E2E_TANSU").is_none() {
+        eprintln!(
+            "e2e: EVENTS={n} is more than the mock cluster keeps ({MOCK_MAX_EVENTS}: it drops \
+             the oldest records of a partition past 100,000 or 5 MB); set E2E_TANSU to run \
+             that many on tansu"
+        );
+        std::process::exit(2);
+    }
     eprintln!("e2e: generating {n} events");
     let events = events(n);
     let mut rates = Vec::new();
