@@ -32,10 +32,17 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
         kafka: KafkaConfig::default(),
         http: HttpConfig::default(),
         features: Default::default(),
-        model: Some(verdict_models::ModelConfig::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../models/fraud-gbt.manifest.toml"
-        ))),
+        model: Some(verdict_models::ModelConfig {
+            // A scoring thread that would wait a second for a batch, past
+            // the deadline: a request is scored by its own handler.
+            max_batch: 65_536,
+            max_wait_us: 1_000_000,
+            deadline_ms: 500,
+            ..verdict_models::ModelConfig::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../models/fraud-gbt.manifest.toml"
+            ))
+        }),
         base: Default::default(),
     };
     let metrics = Arc::new(Metrics::new());
@@ -87,6 +94,11 @@ async fn decides_one_event() {
     let d: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(d["event_id"], "e-1");
     assert!(["approve", "review", "deny"].contains(&d["decision"].as_str().unwrap()));
+    assert_eq!(
+        d["degraded"], false,
+        "scored by the request's handler: {body}"
+    );
+    assert!(d["scores"]["fraud_score"].is_number(), "{body}");
 }
 
 #[tokio::test]

@@ -478,6 +478,58 @@ fn read_committed_ids(brokers: &str, group: &str, want: usize) -> Vec<String> {
     ids
 }
 
+/// A lane with nothing more to read scores its events itself: with a
+/// scoring thread that would wait a second for a batch, past the model's
+/// deadline, no decision is degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_scores_its_events_without_waiting_for_the_scoring_thread() {
+    logs();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+
+    let mut config = config(&brokers);
+    let model = config.model.as_mut().unwrap();
+    model.max_batch = 65_536;
+    model.max_wait_us = 1_000_000;
+    model.deadline_ms = 500;
+    let pipeline = Pipeline {
+        engine: Arc::new(Engine::load(&config).unwrap()),
+        metrics: Arc::new(Metrics::new()),
+        kafka: config.kafka.clone(),
+        ready: Default::default(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { pipeline.run(s).await });
+    let b = brokers.clone();
+    let decisions =
+        tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
+            .await
+            .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+
+    assert_eq!(decisions.len(), USERS * PER_USER);
+    let degraded = decisions
+        .iter()
+        .filter(|(_, d)| d["degraded"] == true)
+        .count();
+    assert_eq!(degraded, 0, "decisions that waited for the scoring thread");
+    assert!(
+        decisions
+            .iter()
+            .all(|(_, d)| d["scores"]["fraud_score"].is_number()),
+        "every decision carries its score"
+    );
+}
+
 fn exactly_once_pipeline(brokers: &str) -> Pipeline {
     let mut config = config(brokers);
     config.kafka.exactly_once = true;
