@@ -651,6 +651,26 @@ fn run_group(
     }
 }
 
+/// A model's answer by `until`; a miss or an error is told to the
+/// observer and answers `None`.
+async fn until_deadline(
+    scoring: impl Future<Output = Result<Scored, ModelError>>,
+    until: tokio::time::Instant,
+    observer: &dyn ModelObserver,
+) -> Option<Scored> {
+    match tokio::time::timeout_at(until, scoring).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(_)) => {
+            observer.model_error();
+            None
+        }
+        Err(_) => {
+            observer.model_timeout();
+            None
+        }
+    }
+}
+
 /// What the models made of one event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelOutcome {
@@ -828,29 +848,9 @@ impl Models {
         let observer = self.observer.clone();
         async move {
             let until = tokio::time::Instant::now() + deadline;
-            let wait = |f| {
-                let observer = observer.clone();
-                async move {
-                    match tokio::time::timeout_at(until, f).await {
-                        Ok(Ok(s)) => Some(s),
-                        Ok(Err(_)) => {
-                            observer.model_error();
-                            None
-                        }
-                        Err(_) => {
-                            observer.model_timeout();
-                            None
-                        }
-                    }
-                }
-            };
-            let champion = wait(Box::pin(champion)
-                as std::pin::Pin<
-                    Box<dyn Future<Output = Result<Scored, ModelError>> + Send>,
-                >)
-            .await;
+            let champion = until_deadline(champion, until, observer.as_ref()).await;
             let challenger = match challenger {
-                Some(c) => wait(Box::pin(c)).await,
+                Some(c) => until_deadline(c, until, observer.as_ref()).await,
                 None => None,
             };
             ModelOutcome {

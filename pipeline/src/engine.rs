@@ -643,7 +643,9 @@ impl Engine {
             ModelStage::Unavailable => true,
             ModelStage::Loaded { .. } => outcome.as_ref().is_none_or(|o| o.degraded),
         };
-        let mut model = vec![verdict_core::Value::Missing; self.model_slots];
+        // On the stack for the usual handful of model outputs.
+        let mut model: smallvec::SmallVec<[verdict_core::Value; 4]> =
+            smallvec::smallvec![verdict_core::Value::Missing; self.model_slots];
         if let Some(o) = &outcome {
             o.write_slots(&mut model);
         }
