@@ -1,7 +1,10 @@
 //! Model inference of the shipped fraud model, in time per event.
 //!
-//! `scorer/N`: N rows in flight through [`Scorer`] — the path the pipeline
-//! uses (queue, micro-batch of N, one session call, one answer per row).
+//! `scorer/N`: N rows in flight through [`Scorer`]'s thread (queue,
+//! micro-batch of N, one session call, one answer per row).
+//! `caller/N`: the same N rows queued and scored by the caller
+//! ([`Scorer::help`]) — the path a Kafka lane and an HTTP request take when
+//! they have nothing else to do.
 //! `session/N`: the same N rows straight through [`Model::run`], for the
 //! cost of the batching machinery. Criterion reports time per iteration of
 //! N rows and, with the element throughput, rows per second; divide the
@@ -86,6 +89,18 @@ fn models(c: &mut Criterion) {
             b.iter(|| {
                 tokio.block_on(async {
                     let pending: Vec<_> = batch.iter().map(|r| scorer.score(r.clone())).collect();
+                    for f in pending {
+                        black_box(f.await.expect("score"));
+                    }
+                })
+            })
+        });
+
+        group.bench_with_input(BenchmarkId::new("caller", n), &batch, |b, batch| {
+            b.iter(|| {
+                tokio.block_on(async {
+                    let pending: Vec<_> = batch.iter().map(|r| scorer.score(r.clone())).collect();
+                    scorer.help();
                     for f in pending {
                         black_box(f.await.expect("score"));
                     }

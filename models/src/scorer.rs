@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -216,6 +216,8 @@ impl Scored {
 /// helpers.
 struct Queue {
     state: Mutex<Waiting>,
+    /// How many rows wait, for the thread to poll without the lock.
+    queued: AtomicUsize,
     /// Signalled when the first row arrives, when a batch is full, and on
     /// shutdown.
     ready: Condvar,
@@ -246,6 +248,7 @@ impl Queue {
         }
         q.requests.push_back(request);
         let n = q.requests.len();
+        self.queued.store(n, Ordering::Release);
         drop(q);
         if n == 1 || n == self.max_batch() {
             self.ready.notify_one();
@@ -254,9 +257,29 @@ impl Queue {
     }
 
     /// Up to `max_batch` waiting rows, taken off the queue.
-    fn take(q: &mut Waiting, max_batch: usize) -> Vec<Request> {
-        let n = q.requests.len().min(max_batch);
-        q.requests.drain(..n).collect()
+    fn take(&self, q: &mut Waiting) -> Vec<Request> {
+        let n = q.requests.len().min(self.max_batch());
+        let batch = q.requests.drain(..n).collect();
+        self.queued.store(q.requests.len(), Ordering::Release);
+        batch
+    }
+
+    /// Polls until `rows` rows wait, for up to [`SPIN`] (or `until`):
+    /// under load the next row is microseconds away, and a sleep and
+    /// wake-up cost more.
+    fn spin_for_rows(&self, rows: usize, until: Instant) -> bool {
+        let until = until.min(Instant::now() + SPIN);
+        loop {
+            for _ in 0..64 {
+                if self.queued.load(Ordering::Acquire) >= rows {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+        }
     }
 
     /// Scores `batch`: rows whose caller stopped waiting are skipped, rows
@@ -406,6 +429,7 @@ impl Scorer {
         };
         let queue = Arc::new(Queue {
             state: Mutex::default(),
+            queued: AtomicUsize::new(0),
             ready: Condvar::new(),
             batching,
             observer,
@@ -529,7 +553,7 @@ impl Scorer {
         let (mut rows, mut out) = (Vec::new(), Vec::new());
         let mut scored = 0;
         loop {
-            let batch = Queue::take(&mut queue.lock(), queue.max_batch());
+            let batch = queue.take(&mut queue.lock());
             if batch.is_empty() {
                 return scored;
             }
@@ -591,12 +615,28 @@ fn batch_loop(queue: &Queue) {
                     if q.closed {
                         return;
                     }
+                    drop(q);
+                    let spotted = queue.spin_for_rows(1, Instant::now() + SPIN);
+                    q = queue.lock();
+                    if spotted || !q.requests.is_empty() || q.closed {
+                        continue;
+                    }
                     q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
                 let until = Instant::now() + queue.batching.max_wait;
                 while q.requests.len() < max_batch && !q.closed {
                     let now = Instant::now();
                     if now >= until || q.requests.is_empty() {
+                        break;
+                    }
+                    drop(q);
+                    let full = queue.spin_for_rows(max_batch, until);
+                    q = queue.lock();
+                    if full || q.requests.len() >= max_batch {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if now >= until {
                         break;
                     }
                     q = match queue.ready.wait_timeout(q, until - now) {
@@ -606,13 +646,16 @@ fn batch_loop(queue: &Queue) {
                 }
                 // Empty: a helper scored them; wait for the next row.
                 if !q.requests.is_empty() {
-                    break Queue::take(&mut q, max_batch);
+                    break queue.take(&mut q);
                 }
             }
         };
         queue.process(batch, &mut rows, &mut out);
     }
 }
+
+/// How long the scoring thread polls for the next row before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
 
 fn run_group(
     serving: &Serving,
