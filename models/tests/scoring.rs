@@ -24,6 +24,16 @@ fn batching(max_batch: usize, max_wait_us: u64) -> Batching {
     }
 }
 
+/// The tiny test model behind a scorer that reports to `observer`.
+fn start_tiny(
+    c: &mut verdict_core::Catalogue,
+    rt: &verdict_models::Runtime,
+    batching: Batching,
+    observer: Arc<dyn verdict_models::ModelObserver>,
+) -> Scorer {
+    Scorer::start(&data("tiny.manifest.toml"), c, rt, batching, observer).unwrap()
+}
+
 #[tokio::test]
 async fn scores_rows_and_missing_inputs() {
     let rt = runtime();
@@ -89,14 +99,7 @@ async fn rows_in_flight_are_scored_together() {
     let mut c = catalogue();
     let stats = Arc::new(ModelStats::default());
     // A long wait: the batch closes because it is full, not on time.
-    let scorer = Scorer::start(
-        &data("tiny.manifest.toml"),
-        &mut c,
-        &rt,
-        batching(16, 500_000),
-        stats.clone(),
-    )
-    .unwrap();
+    let scorer = start_tiny(&mut c, &rt, batching(16, 500_000), stats.clone());
     let futures: Vec<_> = (0..64)
         .map(|i| scorer.score(vec![i as f32 / 16.0, 2.0, 0.0]))
         .collect();
@@ -107,20 +110,13 @@ async fn rows_in_flight_are_scored_together() {
     assert_eq!(stats.batches.load(Ordering::Relaxed), 4);
 }
 
-#[test]
-fn a_waiting_caller_scores_the_queued_rows_itself() {
+#[tokio::test]
+async fn a_waiting_caller_scores_the_queued_rows_itself() {
     let rt = runtime();
     let mut c = catalogue();
     let stats = Arc::new(ModelStats::default());
     // The thread would wait ten seconds for a batch of 16.
-    let scorer = Scorer::start(
-        &data("tiny.manifest.toml"),
-        &mut c,
-        &rt,
-        batching(16, 10_000_000),
-        stats.clone(),
-    )
-    .unwrap();
+    let scorer = start_tiny(&mut c, &rt, batching(16, 10_000_000), stats.clone());
     assert_eq!(scorer.help(), 0, "nothing waits yet");
     let mut futures: Vec<_> = (0..5)
         .map(|_| Box::pin(scorer.score(vec![1.0, 2.0, 0.0])))
@@ -142,17 +138,10 @@ fn a_waiting_caller_scores_the_queued_rows_itself() {
     let full: Vec<_> = (0..16).map(|_| scorer.score(vec![1.0, 2.0, 0.0])).collect();
     let started = std::time::Instant::now();
     for f in full {
-        tokio_block_on(f).unwrap();
+        f.await.unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(stats.rows.load(Ordering::Relaxed), 21);
-}
-
-fn tokio_block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

@@ -12,7 +12,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
 use verdict::engine::Engine;
 use verdict::metrics::Metrics;
@@ -90,6 +90,29 @@ fn produce_input(brokers: &str) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
+/// A mock cluster of `brokers` brokers with the events and decisions
+/// topics (`partitions` each) and a one-partition dead-letters topic, and
+/// its bootstrap servers. The cluster stops when dropped.
+fn cluster(
+    brokers: i32,
+    partitions: i32,
+) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(brokers).unwrap();
+    cluster.create_topic("events", partitions, 1).unwrap();
+    cluster.create_topic("decisions", partitions, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    (cluster, bootstrap)
+}
+
+/// [`produce_input`] off the async runtime.
+async fn produce_input_async(brokers: &str) {
+    let b = brokers.to_owned();
+    tokio::task::spawn_blocking(move || produce_input(&b))
+        .await
+        .unwrap();
+}
+
 /// Reads a topic from the start until `want` records arrive (bounded wait).
 fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(String, serde_json::Value)> {
     read_until(brokers, topic, &format!("reader-{topic}"), |out| {
@@ -125,24 +148,11 @@ fn read_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decides_in_order_dead_letters_and_commits_after_ack() {
     logs();
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    cluster.create_topic("decisions", 3, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_input(&b))
-        .await
-        .unwrap();
+    let (_cluster, brokers) = cluster(1, 3);
+    produce_input_async(&brokers).await;
 
-    let config = config(&brokers);
     let metrics = Arc::new(Metrics::new());
-    let pipeline = Pipeline {
-        engine: Arc::new(Engine::load(&config).unwrap()),
-        metrics: metrics.clone(),
-        kafka: config.kafka.clone(),
-        ready: Default::default(),
-    };
+    let pipeline = pipeline(&brokers, metrics.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let task = tokio::spawn(async move { pipeline.run(s).await });
@@ -215,9 +225,12 @@ async fn decides_in_order_dead_letters_and_commits_after_ack() {
 }
 
 fn pipeline(brokers: &str, metrics: Arc<Metrics>) -> Pipeline {
-    let config = config(brokers);
+    pipeline_of(&config(brokers), metrics)
+}
+
+fn pipeline_of(config: &Config, metrics: Arc<Metrics>) -> Pipeline {
     Pipeline {
-        engine: Arc::new(Engine::load(&config).unwrap()),
+        engine: Arc::new(Engine::load(config).unwrap()),
         metrics,
         kafka: config.kafka.clone(),
         ready: Default::default(),
@@ -229,15 +242,8 @@ fn pipeline(brokers: &str, metrics: Arc<Metrics>) -> Pipeline {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_resumes_without_loss() {
     logs();
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    cluster.create_topic("decisions", 3, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_input(&b))
-        .await
-        .unwrap();
+    let (_cluster, brokers) = cluster(1, 3);
+    produce_input_async(&brokers).await;
 
     let first = pipeline(&brokers, Arc::new(Metrics::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -362,15 +368,8 @@ async fn metrics_endpoint_passes_promtool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_commits_and_exits_zero() {
     logs();
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    cluster.create_topic("decisions", 3, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_input(&b))
-        .await
-        .unwrap();
+    let (_cluster, brokers) = cluster(1, 3);
+    produce_input_async(&brokers).await;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let state = tempfile::tempdir().unwrap();
     let snapshot = state.path().join("features.arrow");
@@ -484,27 +483,15 @@ fn read_committed_ids(brokers: &str, group: &str, want: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lane_scores_its_events_without_waiting_for_the_scoring_thread() {
     logs();
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    cluster.create_topic("decisions", 3, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_input(&b))
-        .await
-        .unwrap();
+    let (_cluster, brokers) = cluster(1, 3);
+    produce_input_async(&brokers).await;
 
     let mut config = config(&brokers);
     let model = config.model.as_mut().unwrap();
     model.max_batch = 65_536;
     model.max_wait_us = 1_000_000;
     model.deadline_ms = 500;
-    let pipeline = Pipeline {
-        engine: Arc::new(Engine::load(&config).unwrap()),
-        metrics: Arc::new(Metrics::new()),
-        kafka: config.kafka.clone(),
-        ready: Default::default(),
-    };
+    let pipeline = pipeline_of(&config, Arc::new(Metrics::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let task = tokio::spawn(async move { pipeline.run(s).await });
@@ -539,12 +526,7 @@ fn exactly_once_pipeline(brokers: &str) -> Pipeline {
     config.kafka.transactional_id = Some("verdict-test".into());
     config.kafka.lanes = Some(1);
     config.kafka.commit_interval_ms = 50;
-    Pipeline {
-        engine: Arc::new(Engine::load(&config).unwrap()),
-        metrics: Arc::new(Metrics::new()),
-        kafka: config.kafka.clone(),
-        ready: Default::default(),
-    }
+    pipeline_of(&config, Arc::new(Metrics::new()))
 }
 
 /// Exactly-once: a pipeline killed mid-stream (its open transaction never
@@ -553,15 +535,8 @@ fn exactly_once_pipeline(brokers: &str) -> Pipeline {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_survives_a_crash_without_duplicates() {
     logs();
-    let cluster = MockCluster::new(3).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    cluster.create_topic("decisions", 3, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_input(&b))
-        .await
-        .unwrap();
+    let (_cluster, brokers) = cluster(3, 3);
+    produce_input_async(&brokers).await;
 
     let first = exactly_once_pipeline(&brokers);
     let stop = Arc::new(AtomicBool::new(false));
@@ -603,25 +578,13 @@ async fn exactly_once_survives_a_crash_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_drains_and_loses_nothing() {
     logs();
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 4, 1).unwrap();
-    cluster.create_topic("decisions", 4, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || produce_input(&b))
-        .await
-        .unwrap();
+    let (_cluster, brokers) = cluster(1, 4);
+    produce_input_async(&brokers).await;
 
     let mut config = config(&brokers);
     config.kafka.lanes = Some(1);
     let start = |config: &Config| {
-        let p = Pipeline {
-            engine: Arc::new(Engine::load(config).unwrap()),
-            metrics: Arc::new(Metrics::new()),
-            kafka: config.kafka.clone(),
-            ready: Default::default(),
-        };
+        let p = pipeline_of(config, Arc::new(Metrics::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         (stop, tokio::spawn(async move { p.run(s).await }))
@@ -757,11 +720,7 @@ fn entities(engine: &Engine) -> std::collections::BTreeMap<(usize, Box<str>), Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_catch_up_after_a_crash_and_on_partitions_never_held() {
     logs();
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    cluster.create_topic("decisions", 3, 1).unwrap();
-    cluster.create_topic("dead-letters", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(1, 3);
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&brokers);
     config.features.snapshot = Some(state.path().join("features.arrow"));
