@@ -159,10 +159,13 @@ pub struct KafkaConfig {
     /// before its events are decided. 0 turns the catch-up off.
     pub catch_up_max_events: u64,
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
-    /// applied after Verdict's own.
+    /// applied after Verdict's own. Numbers and booleans are taken as
+    /// their text (`"linger.ms" = 5` is `"5"`).
+    #[serde(deserialize_with = "properties")]
     pub consumer_properties: std::collections::BTreeMap<String, String>,
     /// Raw librdkafka producer properties (`linger.ms`, `batch.size`,
     /// `compression.type`, TLS, SASL), applied after Verdict's own.
+    #[serde(deserialize_with = "properties")]
     pub producer_properties: std::collections::BTreeMap<String, String>,
 }
 
@@ -267,6 +270,36 @@ impl Config {
     }
 }
 
+/// A table of raw librdkafka properties: librdkafka takes every value as
+/// text, so a number or boolean (from the file, or an environment variable
+/// that reads as one) is taken as its text.
+fn properties<'de, D>(d: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Integer(i64),
+        Float(f64),
+        Boolean(bool),
+    }
+    let raw = std::collections::BTreeMap::<String, Text>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Text::String(s) => s,
+                Text::Integer(i) => i.to_string(),
+                Text::Float(f) => f.to_string(),
+                Text::Boolean(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
 /// Applies `VERDICT_A__B=value` variables onto the parsed file.
 /// `VERDICT_CONFIG` and `VERDICT_LOG` name no key and are skipped.
 pub fn apply_env(
@@ -290,6 +323,11 @@ pub fn apply_env(
             at = entry.as_table_mut().with_context(|| {
                 format!("environment variable {name}: `{key}` is not a section")
             })?;
+        }
+        // Raw librdkafka properties are text to librdkafka: "007" stays "007".
+        if parents.last().is_some_and(|p| p.ends_with("_properties")) {
+            at.insert(last.clone(), toml::Value::String(value));
+            continue;
         }
         let parsed = value
             .parse::<i64>()
@@ -317,7 +355,16 @@ mod tests {
                 ("VERDICT_KAFKA__MAX_IN_FLIGHT".into(), "7".into()),
                 (
                     "VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS".into(),
-                    "x5".into(),
+                    "5".into(),
+                ),
+                (
+                    "VERDICT_KAFKA__CONSUMER_PROPERTIES__ENABLE.SSL.CERTIFICATE.VERIFICATION"
+                        .into(),
+                    "false".into(),
+                ),
+                (
+                    "VERDICT_KAFKA__CONSUMER_PROPERTIES__SASL.PASSWORD".into(),
+                    "007".into(),
                 ),
                 ("VERDICT_CONFIG".into(), "other.toml".into()),
                 ("PATH".into(), "/bin".into()),
@@ -327,7 +374,13 @@ mod tests {
         let c: Config = t.try_into().unwrap();
         assert_eq!(c.kafka.brokers, "b:2");
         assert_eq!(c.kafka.max_in_flight, 7);
-        assert_eq!(c.kafka.producer_properties["linger.ms"], "x5");
+        // librdkafka properties stay text, even when they read as numbers.
+        assert_eq!(c.kafka.producer_properties["linger.ms"], "5");
+        assert_eq!(
+            c.kafka.consumer_properties["enable.ssl.certificate.verification"],
+            "false"
+        );
+        assert_eq!(c.kafka.consumer_properties["sasl.password"], "007");
     }
 
     #[test]
