@@ -85,7 +85,10 @@ use crate::metrics::Metrics;
 pub struct RunArgs {
     #[command(flatten)]
     pub engine: crate::config::EngineOverrides,
-    /// Load and check the configuration, print it, and exit.
+    /// Check the configuration and everything it names (schema, rules,
+    /// features, model, the Kafka client properties), print it, and exit:
+    /// 0 when Verdict would start with it, 1 with the reason when not.
+    /// Connects to no broker.
     #[arg(long)]
     pub check_config: bool,
 }
@@ -1270,10 +1273,32 @@ pub async fn report_features(engine: Arc<Engine>, metrics: Arc<Metrics>) {
     }
 }
 
+/// What `verdict run` would load before it reads an event: the engine (every
+/// file the configuration names, compiled) and the Kafka clients (librdkafka
+/// refuses an unknown or malformed property when a client is created, before
+/// it connects).
+fn check_config(config: &Config) -> Result<()> {
+    let engine = Engine::load(config)?;
+    let k = &config.kafka;
+    consumer_config(k)
+        .create::<BaseConsumer>()
+        .context("the Kafka consumer settings are not valid ([kafka] consumer_properties)")?;
+    producer_config(k, 0)
+        .create::<rdkafka::producer::BaseProducer>()
+        .context("the Kafka producer settings are not valid ([kafka] producer_properties)")?;
+    tracing::info!(
+        ruleset_version = %engine.ruleset_version(),
+        model_version = engine.model_version().as_deref().unwrap_or("none"),
+        "configuration ok"
+    );
+    Ok(())
+}
+
 /// `verdict run`.
 pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
     let config: Config = args.engine.load()?;
     if args.check_config {
+        check_config(&config)?;
         println!("{config:#?}");
         return Ok(std::process::ExitCode::SUCCESS);
     }
