@@ -1,0 +1,244 @@
+"""Checks of Verdict's Helm chart, without a cluster or a helm binary.
+
+    python helm/tests/chart.py VERDICT_BINARY
+
+Lints the chart (strict), renders it offline with its defaults and with every
+option on (helm's own Go SDK, through the helm-python-sdk package), validates
+each Kubernetes object against the Kubernetes API schema (kubernetes-validate),
+checks what the chart promises (grace period, secrets, probes, the alerts,
+the rule files), and runs `verdict run --check-config` on the configuration
+and rule files the chart renders, laid out as the image lays them out.
+Exits non-zero with every failure listed.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "verdict"
+KUBERNETES = "1.30"
+failures = []
+
+
+def check(ok, what):
+    if not ok:
+        failures.append(what)
+
+
+def render(values):
+    chart = helm.Chart.load(str(CHART))
+    chart.validate_schema(values)
+    out = chart.render(values, name="risk", namespace="verdict", is_install=True)
+    objects = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    return objects
+
+
+def validate(objects, label):
+    for obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus operator's CRDs; checked below
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        except Exception as e:  # noqa: BLE001 - every schema error is a failure
+            failures.append(f"{label}: {obj['kind']} {obj['metadata']['name']}: {e}")
+
+
+def find(objects, kind, suffix=""):
+    for obj in objects:
+        if obj["kind"] == kind and obj["metadata"]["name"].endswith(suffix):
+            return obj
+    return None
+
+
+def check_config(binary, objects, bundle, env_extra, label):
+    """Writes the rendered config and rules where the pod mounts them (under
+    the test's folder) and asks the binary whether it would start."""
+    config = find(objects, "ConfigMap", "-config")["data"]["verdict.toml"]
+    work = pathlib.Path(tempfile.mkdtemp(prefix="verdict-chart-"))
+    (work / "config").mkdir()
+    (work / "config" / "verdict.toml").write_text(config)
+    rules = find(objects, "ConfigMap", "-rules")
+    sts = find(objects, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    if rules:
+        volume = next(v for v in pod["volumes"] if v["name"] == "rules")
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "rules")
+        for item in volume["configMap"]["items"]:
+            target = pathlib.Path(mount["mountPath"]) / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(rules["data"][item["key"]])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")}
+    for var in pod["containers"][0]["env"]:
+        env[var["name"]] = var.get("value", "from-a-secret")
+    env.update(env_extra)
+    run = subprocess.run(
+        [binary, "run", "--check-config", "--config", str(work / "config" / "verdict.toml")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    check(
+        run.returncode == 0,
+        f"{label}: verdict run --check-config refused the chart's configuration:\n"
+        f"{run.stderr}\n--- verdict.toml ---\n{config}",
+    )
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    binary = sys.argv[1]
+
+    report = helm.lint(str(CHART), strict=True)
+    for m in report["messages"]:
+        check(m["severity"] < 2, f"helm lint: {m['path']}: {m['error']}")
+    check(not report["errors"], f"helm lint: {report['errors']}")
+
+    # A bundle laid out as the image's /etc/verdict (see the Dockerfile).
+    bundle = pathlib.Path(tempfile.mkdtemp(prefix="verdict-bundle-"))
+    (bundle / "examples").symlink_to(ROOT / "examples")
+    (bundle / "models").symlink_to(ROOT / "models")
+    ort = os.environ.get("ORT_DYLIB_PATH", "")
+    state = tempfile.mkdtemp(prefix="verdict-state-")
+    local = {
+        "image": {"bundle": str(bundle), "ortLibrary": ort or "/missing/libonnxruntime.so"},
+        "persistence": {"mountPath": state},
+    }
+
+    # Defaults.
+    objects = render({})
+    validate(objects, "defaults")
+    kinds = sorted(o["kind"] for o in objects)
+    check(
+        kinds == ["ConfigMap", "PodDisruptionBudget", "Service", "Service", "StatefulSet"],
+        f"defaults render {kinds}",
+    )
+    sts = find(objects, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    check(pod["terminationGracePeriodSeconds"] == 45, "grace period: 30 s shutdown + 15 s")
+    check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness on /readyz")
+    check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness on /healthz")
+    check(
+        not any(e["name"] == "VERDICT_HTTP__ADMIN_TOKEN" for e in container["env"]),
+        "no admin token unless one is given",
+    )
+    check_config(binary, render(local), bundle, {}, "defaults")
+
+    # Every option on.
+    rule_files = {}
+    for path in sorted((ROOT / "examples" / "rules").rglob("*")):
+        rel = path.relative_to(ROOT / "examples" / "rules").as_posix()
+        if path.is_file() and not rel.startswith("tests/"):
+            rule_files[rel] = path.read_text()
+    rules_dir = tempfile.mkdtemp(prefix="verdict-rules-")
+    full = {
+        "replicaCount": 6,
+        "kafka": {
+            "brokers": "b1:9093,b2:9093",
+            "exactlyOnce": True,
+            "lanes": 2,
+            "shutdownTimeoutMs": 60000,
+            "consumerProperties": {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "verdict",
+                "fetch.wait.max.ms": 5,
+            },
+            "producerProperties": {
+                "linger.ms": 2,
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "verdict",
+            },
+            "secretProperties": {
+                "sasl.password": {"secretName": "kafka-credentials", "key": "password"}
+            },
+        },
+        "rules": {"files": rule_files, "mountPath": rules_dir},
+        "admin": {"token": "s3cret"},
+        "persistence": {"enabled": True, "size": "20Gi"},
+        "metrics": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    }
+    objects = render(full)
+    validate(objects, "every option")
+    sts = find(objects, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    check(pod["terminationGracePeriodSeconds"] == 75, "grace period: 60 s shutdown + 15 s")
+    token = env.get("VERDICT_HTTP__ADMIN_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+    check(token == {"name": "risk-verdict-admin", "key": "token"}, f"admin token ref {token}")
+    secret = find(objects, "Secret", "-admin")
+    check(secret is not None and secret["data"]["token"] == "czNjcmV0", "admin Secret")
+    for client in ("CONSUMER", "PRODUCER"):
+        name = f"VERDICT_KAFKA__{client}_PROPERTIES__SASL.PASSWORD"
+        ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+        check(ref == {"name": "kafka-credentials", "key": "password"}, f"{name}: {ref}")
+    check(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state", "state PVC")
+    check(
+        not any(v["name"] == "state" for v in pod["volumes"]),
+        "no emptyDir for state beside the PVC",
+    )
+    rules = find(objects, "ConfigMap", "-rules")
+    items = next(v for v in pod["volumes"] if v["name"] == "rules")["configMap"]["items"]
+    check(
+        sorted(i["path"] for i in items) == sorted(rule_files),
+        "every rule file mounted at its path",
+    )
+    check(
+        all(rules["data"][i["key"]] == rule_files[i["path"]] for i in items),
+        "rule files carried unchanged",
+    )
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text())
+    rule = find(objects, "PrometheusRule")
+    check(rule is not None and rule["spec"]["groups"] == alerts["groups"], "PrometheusRule = alerts.yml")
+    monitor = find(objects, "PodMonitor")
+    check(
+        monitor is not None and monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics",
+        "PodMonitor scrapes /metrics",
+    )
+    check_config(
+        binary,
+        render({**full, **local, "kafka": {**full["kafka"], "brokers": "127.0.0.1:9"}}),
+        bundle,
+        {},
+        "every option",
+    )
+
+    # Values the schema refuses.
+    for bad, what in [
+        ({"kafka": {"brokers": ""}}, "empty brokers"),
+        ({"service": {"port": 0}}, "port 0"),
+        ({"rules": {"files": {"../escape.rules": "x"}}}, "a rule path leaving the folder"),
+        ({"kafka": {"secretProperties": {"sasl.password": {"secretName": "s"}}}}, "a secret without key"),
+    ]:
+        try:
+            render(bad)
+            failures.append(f"the schema accepted {what}")
+        except helm.HelmError:
+            pass
+
+    if failures:
+        print(f"{len(failures)} chart check(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"- {f}", file=sys.stderr)
+        sys.exit(1)
+    print("chart: lint, render, Kubernetes schema, values schema and --check-config all pass")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+//! What an operator deploys, checked: `verdict run --check-config`, the
+//! alert rules (promtool's checks and unit tests, and that they name only
+//! metrics Verdict exports), and the Helm chart (lint, render, Kubernetes
+//! schema, and the rendered configuration accepted by `--check-config`).
+//!
+//! Needs promtool and the Python packages of `scripts/requirements.txt`,
+//! which the README's test command (`scripts/test.sh`) installs;
+//! `VERDICT_PYTHON` points at another Python.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `verdict run --check-config` with the repository's configuration and
+/// `env` on top (no broker is contacted).
+fn check_config(env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_verdict"));
+    cmd.current_dir(root())
+        .args(["run", "--check-config", "--config", "verdict.toml"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configuration() {
+    let out = check_config(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("configuration ok"), "{}", text(&out));
+}
+
+/// The check loads what the configuration names, not only the file: a rule
+/// folder that is not there is refused, naming it.
+#[test]
+fn check_config_refuses_what_verdict_could_not_start_with() {
+    let out = check_config(&[("VERDICT_ENGINE__RULES", "no-such-folder")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("cannot read the rule folder") && text(&out).contains("no-such-folder"),
+        "{}",
+        text(&out)
+    );
+
+    // librdkafka refuses an unknown property when the client is created.
+    let out = check_config(&[(
+        "VERDICT_KAFKA__CONSUMER_PROPERTIES__FETCH.WAIT.MAXX.MS",
+        "5",
+    )]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("consumer_properties") && t.contains("fetch.wait.maxx.ms"),
+        "{t}"
+    );
+
+    // A number-looking value of a raw property stays text and is accepted.
+    let out = check_config(&[("VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS", "10")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn promtool(args: &[&str]) -> Output {
+    Command::new("promtool")
+        .current_dir(root().join("helm"))
+        .args(args)
+        .output()
+        .expect("promtool not found: run scripts/test.sh, which installs it")
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let out = promtool(&["check", "rules", "verdict/files/alerts.yml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = promtool(&["test", "rules", "tests/alerts.test.yml"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// An alert on a metric that does not exist never fires: every `verdict_*`
+/// name in the rules is one `/metrics` exports.
+#[test]
+fn alert_rules_name_only_exported_metrics() {
+    let m = verdict::metrics::Metrics::new();
+    m.event();
+    m.dead_letter("not_json");
+    m.decision(verdict_core::Action::Deny, 640, &Default::default());
+    m.set_consumer_lag("events", 0, 1);
+    m.rule_hit("r");
+    m.observe_model_batch(1);
+    m.set_versions("rs", "m");
+    m.reload("rules", false);
+    let exported: std::collections::HashSet<String> = m
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let rules = std::fs::read_to_string(root().join("helm/verdict/files/alerts.yml")).unwrap();
+    let names = rules.match_indices("verdict_").map(|(at, _)| {
+        let rest = &rules[at..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(rest.len());
+        &rest[..end]
+    });
+    let mut checked = 0;
+    for name in names {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| exported.contains(*b)))
+            .unwrap_or(name);
+        assert!(
+            exported.contains(base),
+            "alerts.yml names {name}, which /metrics does not export"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} metric names found in alerts.yml");
+}
+
+#[test]
+fn the_helm_chart_lints_renders_and_its_configuration_checks() {
+    let python = std::env::var_os("VERDICT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".verdict/venv/bin/python"));
+    let out = Command::new(&python)
+        .arg(root().join("helm/tests/chart.py"))
+        .arg(env!("CARGO_BIN_EXE_verdict"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: run scripts/test.sh, which installs it (or set VERDICT_PYTHON)",
+                python.display()
+            )
+        });
+    assert!(out.status.success(), "{}", text(&out));
+}
