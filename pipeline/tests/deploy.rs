@@ -126,7 +126,10 @@ fn alert_rules_name_only_exported_metrics() {
         );
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} metric names found in alerts.yml");
+    assert!(
+        checked >= 10,
+        "only {checked} metric names found in alerts.yml"
+    );
 }
 
 #[test]

@@ -163,6 +163,47 @@ fn reload_swaps_a_good_set_and_refuses_a_bad_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A ConfigMap mounted in a Kubernetes pod (the Helm chart's rule folder) is
+/// updated by swapping a `..data` symlink to a new timestamped folder; each
+/// file is a symlink through it. The swap is one change, reloaded.
+#[cfg(unix)]
+#[test]
+fn a_configmap_style_symlink_swap_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let dir = std::env::temp_dir().join(format!("verdict-configmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("..v1")).unwrap();
+    std::fs::write(
+        dir.join("..v1/a.rules"),
+        "rule big:\n  deny if event.amount > 1000\n",
+    )
+    .unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/a.rules", dir.join("a.rules")).unwrap();
+
+    let catalogue = Arc::new(common::catalogue());
+    let live = Arc::new(Live::new(RuleSet::load_dir(&dir, &catalogue).unwrap()));
+    let counts = Arc::new(Counts::default());
+    let reloader = Reloader::new(dir.clone(), catalogue, live.clone(), counts);
+    assert_eq!(decide(&live.load(), 10.0, None).decision, Action::Approve);
+    assert!(reloader.reload_if_changed().is_none());
+
+    // The kubelet's atomic update: a new folder, then `..data` replaced.
+    std::fs::create_dir_all(dir.join("..v2")).unwrap();
+    std::fs::write(
+        dir.join("..v2/a.rules"),
+        "rule big:\n  deny if event.amount > 5\n",
+    )
+    .unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+
+    reloader.reload_if_changed().unwrap().unwrap();
+    assert_eq!(decide(&live.load(), 10.0, None).decision, Action::Deny);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_test_runner_reports_failures() {
     let dir = std::env::temp_dir().join(format!("verdict-cases-{}", std::process::id()));
