@@ -81,6 +81,27 @@ impl Model {
         })
     }
 
+    /// Scores one probe row with every input missing: it must run and give
+    /// a finite number for every output. A model that fails it would fail
+    /// (or score garbage for) real events.
+    pub fn probe(&mut self) -> Result<(), ModelError> {
+        let probe = vec![self.manifest.missing; self.manifest.inputs.len()];
+        let mut out = Vec::new();
+        self.run(&probe, &mut out).map_err(|e| ModelError::Run {
+            model: self.manifest.name.clone(),
+            reason: format!("the probe row (every input missing) failed: {e}"),
+        })?;
+        if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
+            return Err(ModelError::Run {
+                model: self.manifest.name.clone(),
+                reason: format!(
+                    "the probe row (every input missing) scored {bad}, not a finite number"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The manifest the model was loaded from.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

@@ -354,20 +354,7 @@ fn prepare(
     }
     let inputs = manifest.check(catalogue)?;
     let mut model = Model::load(manifest, runtime, threads)?;
-    let probe = vec![inputs.missing(); inputs.width()];
-    let mut out = Vec::new();
-    model.run(&probe, &mut out).map_err(|e| ModelError::Run {
-        model: model.manifest().name.clone(),
-        reason: format!("the probe row (every input missing) failed: {e}"),
-    })?;
-    if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
-        return Err(ModelError::Run {
-            model: model.manifest().name.clone(),
-            reason: format!(
-                "the probe row (every input missing) scored {bad}, not a finite number"
-            ),
-        });
-    }
+    model.probe()?;
     Ok(Serving {
         version: model.version().clone(),
         inputs,
