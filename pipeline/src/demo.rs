@@ -136,7 +136,7 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         .or_insert_with(|| "1".into());
     tracing::info!(%brokers, partitions = args.partitions, rate = args.rate, "embedded broker started");
 
-    let engine = Arc::new(Engine::load(&config)?);
+    let engine = Arc::new(Engine::load_vetted(&config, &std::env::current_exe()?)?);
     let metrics = Arc::new(Metrics::new());
     engine.attach_metrics(metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));

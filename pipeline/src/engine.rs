@@ -13,7 +13,7 @@
 //!   may run concurrently for several prepared events.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use verdict_rules::{Diagnostics, Evaluation, RuleSet};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::model_cli::Vetting;
 
 /// Time spent in each stage of one event, for the latency histograms.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,6 +85,10 @@ pub struct Engine {
     recent: crate::recent::RecentDecisions,
     /// Stops the background threads (rule watcher, batch refresh).
     stop: Arc<AtomicBool>,
+    /// The `verdict` binary that vets a model file in a child process
+    /// before it is loaded here (see [`crate::model_cli`]); unset: loaded
+    /// directly.
+    vet_with: Option<PathBuf>,
 }
 
 /// The model stage as loaded.
@@ -96,7 +101,9 @@ enum ModelStage {
     Loaded {
         models: Models,
         /// The champion's manifest, re-read on an explicit reload.
-        manifest: std::path::PathBuf,
+        manifest: PathBuf,
+        /// ONNX Runtime's library as configured (for the vetting child).
+        ort_library: Option<PathBuf>,
     },
 }
 
@@ -271,6 +278,16 @@ fn model_config(config: &Config) -> Option<ModelConfig> {
     Some(mc)
 }
 
+/// Loads a model file in a child process (see [`crate::model_cli`]) before
+/// this process opens it. A missing ONNX Runtime passes: the engine's own
+/// load reports it and decides degraded.
+fn vet(exe: &Path, manifest: &Path, ort_library: Option<&Path>) -> Result<()> {
+    match crate::model_cli::vet(exe, manifest, ort_library, crate::model_cli::VET_TIMEOUT) {
+        Vetting::Passed(_) | Vetting::RuntimeMissing => Ok(()),
+        Vetting::Refused(why) => Err(anyhow::anyhow!(why)),
+    }
+}
+
 /// Registers the outputs the manifests of `mc` name, as [`Models::load`]
 /// would, without loading the models.
 fn register_model_outputs(mc: &ModelConfig, catalogue: &mut Catalogue) -> Result<()> {
@@ -291,12 +308,32 @@ fn register_model_outputs(mc: &ModelConfig, catalogue: &mut Catalogue) -> Result
 
 impl Engine {
     /// Loads every configured stage. Fails with a message naming the file
-    /// and the problem when a definition does not load.
+    /// and the problem when a definition does not load. Model files are
+    /// opened in this process only: the service loads with
+    /// [`load_vetted`](Self::load_vetted).
     pub fn load(config: &Config) -> Result<Engine> {
+        Engine::load_with(config, None)
+    }
+
+    /// As [`load`](Self::load), but every model file (at start and on each
+    /// reload) is first loaded by `verdict` (the binary at `exe`) in a child
+    /// process: a file that crashes ONNX Runtime is refused instead of
+    /// taking the service down.
+    pub fn load_vetted(config: &Config, exe: &Path) -> Result<Engine> {
+        Engine::load_with(config, Some(exe.to_path_buf()))
+    }
+
+    fn load_with(config: &Config, vet_with: Option<PathBuf>) -> Result<Engine> {
         let schema_path = config.resolve(&config.engine.schema);
         let schema = Arc::new(Schema::load(&schema_path).context("loading the event schema")?);
         let (mut catalogue, store) = catalogue_and_store(config, &schema)?;
         let observer = Arc::new(Observer::default());
+        if let (Some(exe), Some(mc)) = (&vet_with, model_config(config)) {
+            for manifest in std::iter::once(&mc.manifest).chain(&mc.challenger) {
+                vet(exe, manifest, mc.ort_library.as_deref())
+                    .with_context(|| format!("loading the model {}", manifest.display()))?;
+            }
+        }
         let model = match model_config(config) {
             None => ModelStage::None,
             Some(mc) => match Models::load(&mc, &mut catalogue, observer.clone()) {
@@ -312,6 +349,7 @@ impl Engine {
                     ModelStage::Loaded {
                         models,
                         manifest: mc.manifest,
+                        ort_library: mc.ort_library,
                     }
                 }
                 Err(e @ (ModelError::RuntimeMissing { .. } | ModelError::RuntimeLoad { .. })) => {
@@ -411,6 +449,7 @@ impl Engine {
             restored,
             recent: crate::recent::RecentDecisions::new(config.features.recent_decisions),
             stop,
+            vet_with,
         })
     }
 
@@ -437,10 +476,16 @@ impl Engine {
     }
 
     /// Re-reads the champion's manifest and model file and swaps them in
-    /// when they load and score a probe row; the old model keeps serving
-    /// otherwise.
+    /// when they load and score a probe row (in a vetting child first, for
+    /// an engine from [`load_vetted`](Self::load_vetted)); the old model
+    /// keeps serving otherwise. Blocks while the model loads.
     pub fn reload_model(&self) -> Result<Arc<str>, String> {
-        let ModelStage::Loaded { models, manifest } = &self.model else {
+        let ModelStage::Loaded {
+            models,
+            manifest,
+            ort_library,
+        } = &self.model
+        else {
             return Err(match self.model {
                 ModelStage::Unavailable => {
                     "ONNX Runtime is not loaded; restart Verdict once it is installed".into()
@@ -448,7 +493,11 @@ impl Engine {
                 _ => "no model is configured ([model] manifest)".into(),
             });
         };
-        let result = models.reload_champion(manifest);
+        let result = match &self.vet_with {
+            Some(exe) => vet(exe, manifest, ort_library.as_deref()).map_err(|e| format!("{e:#}")),
+            None => Ok(()),
+        }
+        .and_then(|()| models.reload_champion(manifest).map_err(|e| e.to_string()));
         let metrics = self.observer.metrics.get();
         match &result {
             Ok(version) => {
@@ -466,7 +515,7 @@ impl Engine {
                 }
             }
         }
-        result.map_err(|e| e.to_string())
+        result
     }
 
     /// The version of the serving rule set ("none" without rules).

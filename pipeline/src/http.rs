@@ -158,16 +158,29 @@ fn reload_result(r: Result<String, String>) -> Response {
     }
 }
 
+/// Runs a reload off the async workers: it reads files and may load a
+/// model in a child process.
+async fn blocking_reload(
+    admin: &Arc<dyn Admin>,
+    reload: fn(&dyn Admin) -> Result<String, String>,
+) -> Response {
+    let admin = admin.clone();
+    let result = tokio::task::spawn_blocking(move || reload(admin.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+    reload_result(result)
+}
+
 async fn reload_rules(State(s): State<AppState>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
-        Ok(admin) => reload_result(admin.reload_rules()),
+        Ok(admin) => blocking_reload(admin, |a| a.reload_rules()).await,
         Err(r) => r.into_response(),
     }
 }
 
 async fn reload_model(State(s): State<AppState>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
-        Ok(admin) => reload_result(admin.reload_model()),
+        Ok(admin) => blocking_reload(admin, |a| a.reload_model()).await,
         Err(r) => r.into_response(),
     }
 }

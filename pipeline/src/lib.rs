@@ -14,6 +14,7 @@ pub mod r#gen;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod model_cli;
 pub mod recent;
 pub mod replay;
 pub mod rules_cli;

@@ -35,6 +35,8 @@ enum Command {
     /// Check the feature definitions, or export point-in-time features of
     /// an event file as a training table.
     Features(verdict::features_cli::FeaturesArgs),
+    /// Check a model (its manifest and ONNX file) before shipping it.
+    Model(verdict::model_cli::ModelArgs),
     /// Run the whole pipeline on an embedded broker with generated traffic,
     /// with a live progress line and a summary.
     Demo(verdict::demo::DemoArgs),
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => verdict::demo::run(args),
         Command::Rules(args) => verdict::rules_cli::run(args),
         Command::Features(args) => verdict::features_cli::run(args),
+        Command::Model(args) => verdict::model_cli::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1278,7 +1278,7 @@ pub async fn report_features(engine: Arc<Engine>, metrics: Arc<Metrics>) {
 /// refuses an unknown or malformed property when a client is created, before
 /// it connects).
 fn check_config(config: &Config) -> Result<()> {
-    let engine = Engine::load(config)?;
+    let engine = Engine::load_vetted(config, &std::env::current_exe()?)?;
     let k = &config.kafka;
     consumer_config(k)
         .create::<BaseConsumer>()
@@ -1302,7 +1302,7 @@ pub fn run(args: RunArgs) -> Result<std::process::ExitCode> {
         println!("{config:#?}");
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let engine = Arc::new(Engine::load(&config)?);
+    let engine = Arc::new(Engine::load_vetted(&config, &std::env::current_exe()?)?);
     let metrics = Arc::new(Metrics::new());
     engine.attach_metrics(metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));

@@ -149,3 +149,99 @@ async fn a_redelivered_event_gets_its_first_decision_again() {
         "the burst changes the decision, so the test can tell"
     );
 }
+
+/// A copy of the shipped model in a folder of its own, so a test can replace
+/// its file.
+fn model_copy() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["fraud-gbt.manifest.toml", "fraud-gbt.onnx"] {
+        std::fs::copy(root().join("models").join(f), dir.path().join(f)).unwrap();
+    }
+    let mut config = config();
+    config.model.as_mut().unwrap().manifest = dir.path().join("fraud-gbt.manifest.toml");
+    (dir, config)
+}
+
+/// A model file that makes ONNX Runtime abort its process (found by the
+/// `model` fuzz target) is loaded in a vetting child first: refused with
+/// the crash named, and this process goes on.
+const CRASHES_ONNXRUNTIME: &str = "models/tests/data/crashes-onnxruntime.onnx";
+
+#[tokio::test]
+async fn a_model_file_that_crashes_onnx_runtime_is_refused_at_start() {
+    let (dir, config) = model_copy();
+    std::fs::copy(
+        root().join(CRASHES_ONNXRUNTIME),
+        dir.path().join("fraud-gbt.onnx"),
+    )
+    .unwrap();
+    let err = Engine::load_vetted(&config, env!("CARGO_BIN_EXE_verdict").as_ref())
+        .err()
+        .expect("refused");
+    let err = format!("{err:#}");
+    assert!(err.contains("crashed ONNX Runtime"), "{err}");
+    assert!(err.contains("fraud-gbt.manifest.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn a_model_file_that_crashes_onnx_runtime_is_refused_on_reload() {
+    let (dir, config) = model_copy();
+    let engine = Engine::load_vetted(&config, env!("CARGO_BIN_EXE_verdict").as_ref()).unwrap();
+    let version = engine.model_version().unwrap();
+    std::fs::copy(
+        root().join(CRASHES_ONNXRUNTIME),
+        dir.path().join("fraud-gbt.onnx"),
+    )
+    .unwrap();
+    let err = engine.reload_model().unwrap_err();
+    assert!(err.contains("crashed ONNX Runtime"), "{err}");
+    assert_eq!(engine.model_version(), Some(version.clone()));
+    let d = decide(&engine, EVENT).await;
+    assert!(!d.degraded);
+    assert_eq!(d.model_version.as_deref(), Some(&*version));
+
+    // The good file back: the vetted reload swaps it in.
+    std::fs::copy(
+        root().join("models/fraud-gbt.onnx"),
+        dir.path().join("fraud-gbt.onnx"),
+    )
+    .unwrap();
+    assert_eq!(engine.reload_model().unwrap(), version);
+}
+
+/// `verdict model check`: 0 for a model that would serve, 1 with the reason
+/// for one that would not, whether ONNX Runtime errs or crashes.
+#[test]
+fn model_check_answers_for_good_broken_and_crashing_files() {
+    let check = |manifest: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+            .args(["model", "check"])
+            .arg(manifest)
+            .output()
+            .unwrap()
+    };
+    let out = check(&root().join("models/fraud-gbt.manifest.toml"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok, version fraud-gbt-"));
+
+    let (dir, _) = model_copy();
+    let manifest = dir.path().join("fraud-gbt.manifest.toml");
+    std::fs::write(dir.path().join("fraud-gbt.onnx"), b"not a model").unwrap();
+    let out = check(&manifest);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Protobuf parsing failed"), "{err}");
+
+    std::fs::copy(
+        root().join(CRASHES_ONNXRUNTIME),
+        dir.path().join("fraud-gbt.onnx"),
+    )
+    .unwrap();
+    let out = check(&manifest);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("crashed ONNX Runtime") && err.contains("SIGABRT"),
+        "{err}"
+    );
+}

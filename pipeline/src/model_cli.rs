@@ -1,0 +1,271 @@
+//! `verdict model check`, and vetting a model file in a child process.
+//!
+//! ONNX Runtime parses a model file in C++; some malformed files make it
+//! abort the process rather than return an error. A model is untrusted
+//! input, so the engine never opens one in its own process first: a child
+//! (`verdict model check --in-process`) loads it, checks it against its
+//! manifest and scores a probe row, and only a model the child survived is
+//! loaded by the engine. A crash of the child refuses the model; the
+//! serving one keeps serving.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use verdict_models::{Manifest, Model, ModelError, Runtime};
+
+/// `verdict model`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    pub command: ModelCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelCommand {
+    /// Check a model before shipping it: load the ONNX file its manifest
+    /// names, check its tensors against the manifest, and score a probe row
+    /// (every input missing). Runs the load in a child process, so a file
+    /// that crashes ONNX Runtime is reported, not fatal. Exit 0 when the
+    /// model would be served, 1 when not, 3 when ONNX Runtime is missing.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The model's manifest (`*.manifest.toml`).
+    pub manifest: PathBuf,
+    /// ONNX Runtime's library (else ORT_DYLIB_PATH, else .verdict/venv).
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+    /// Load in this process (what the vetting child runs).
+    #[arg(long, hide = true)]
+    pub in_process: bool,
+}
+
+/// Exit code of a check that could not load ONNX Runtime.
+const RUNTIME_MISSING: i32 = 3;
+
+/// How long a vetting child may take before it is killed and the model
+/// refused.
+pub const VET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What vetting a model found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vetting {
+    /// The child loaded it and scored the probe row; its version.
+    Passed(String),
+    /// The model must not be loaded; why.
+    Refused(String),
+    /// ONNX Runtime itself could not be loaded; the engine's own load says
+    /// so (and decides degraded).
+    RuntimeMissing,
+}
+
+/// `verdict model ...`.
+pub fn run(args: ModelArgs) -> Result<ExitCode> {
+    let ModelCommand::Check(args) = args.command;
+    if args.in_process {
+        return Ok(check_here(&args.manifest, args.ort_library.as_deref()));
+    }
+    let exe = std::env::current_exe()?;
+    match vet(
+        &exe,
+        &args.manifest,
+        args.ort_library.as_deref(),
+        VET_TIMEOUT,
+    ) {
+        Vetting::Passed(version) => {
+            println!("{}: ok, version {version}", args.manifest.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Vetting::Refused(why) => {
+            eprintln!("error: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        Vetting::RuntimeMissing => {
+            eprintln!("error: ONNX Runtime could not be loaded; see scripts/ensure-python.sh");
+            Ok(ExitCode::from(RUNTIME_MISSING as u8))
+        }
+    }
+}
+
+/// The child's side: load, check, probe; one line on stdout.
+fn check_here(manifest: &Path, ort: Option<&Path>) -> ExitCode {
+    let runtime = match Runtime::discover(ort) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("runtime {e}");
+            return ExitCode::from(RUNTIME_MISSING as u8);
+        }
+    };
+    let checked = Manifest::load(manifest)
+        .and_then(|m| Model::load(m, &runtime, 1))
+        .and_then(|mut model| {
+            model.probe()?;
+            Ok::<_, ModelError>(model.version().to_string())
+        });
+    match checked {
+        Ok(version) => {
+            println!("ok {version}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("refused {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the model of `manifest` in a child process of `exe` (the `verdict`
+/// binary) and reports whether it survived; a crash, or no answer within
+/// `timeout`, refuses the model.
+pub fn vet(exe: &Path, manifest: &Path, ort: Option<&Path>, timeout: Duration) -> Vetting {
+    let mut cmd = Command::new(exe);
+    cmd.args(["model", "check", "--in-process"]).arg(manifest);
+    if let Some(ort) = ort {
+        cmd.arg("--ort-library").arg(ort);
+    }
+    let mut child = match cmd
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Vetting::Refused(format!(
+                "cannot start {} to vet the model {}: {e}",
+                exe.display(),
+                manifest.display()
+            ));
+        }
+    };
+    // Read both pipes on threads, so a chatty child never blocks on them.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Vetting::Refused(format!(
+            "the model {} did not load within {} s in a vetting process; it is refused",
+            manifest.display(),
+            timeout.as_secs()
+        ));
+    };
+    let line = stdout.trim();
+    match status.code() {
+        Some(0) => Vetting::Passed(line.strip_prefix("ok ").unwrap_or(line).to_owned()),
+        Some(RUNTIME_MISSING) => Vetting::RuntimeMissing,
+        Some(_) if line.starts_with("refused ") => {
+            Vetting::Refused(line["refused ".len()..].to_owned())
+        }
+        code => {
+            let how = match code {
+                Some(c) => format!("exited with code {c}"),
+                None => crash_signal(&status),
+            };
+            Vetting::Refused(format!(
+                "loading the model {} crashed ONNX Runtime in a vetting process ({how}); \
+                 the model is refused. Its last words: {}",
+                manifest.display(),
+                last_lines(&stderr, 3)
+            ))
+        }
+    }
+}
+
+#[cfg(unix)]
+fn crash_signal(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(6) => "signal 6, SIGABRT".into(),
+        Some(11) => "signal 11, SIGSEGV".into(),
+        Some(s) => format!("signal {s}"),
+        None => "no exit code".into(),
+    }
+}
+
+#[cfg(not(unix))]
+fn crash_signal(_: &std::process::ExitStatus) -> String {
+    "no exit code".into()
+}
+
+/// The last `n` non-empty lines of `text`, without terminal colour codes,
+/// joined by " | ".
+fn last_lines(text: &str, n: usize) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let lines: Vec<&str> = plain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        "(nothing)".into()
+    } else {
+        tail.join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_drop_colour_codes_and_blank_lines() {
+        let text = "\u{1b}[1;31mfirst\u{1b}[m\n\n second \nthird\n";
+        assert_eq!(last_lines(text, 2), "second | third");
+        assert_eq!(last_lines(text, 5), "first | second | third");
+        assert_eq!(last_lines("", 3), "(nothing)");
+    }
+}
