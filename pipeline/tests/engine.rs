@@ -245,3 +245,46 @@ fn model_check_answers_for_good_broken_and_crashing_files() {
         "{err}"
     );
 }
+
+/// A model file on which ONNX Runtime never returns (a tree ensemble whose
+/// probe row loops, found by the `model` fuzz target): the vetting child is
+/// killed at the timeout and the model refused.
+#[test]
+fn a_model_file_that_hangs_onnx_runtime_is_refused_at_the_timeout() {
+    use verdict::model_cli::{Vetting, vet};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("models/tests/data/tiny.manifest.toml"),
+        dir.path().join("tiny.manifest.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("models/tests/data/hangs-onnxruntime.onnx"),
+        dir.path().join("tiny.onnx"),
+    )
+    .unwrap();
+    let vetting = vet(
+        env!("CARGO_BIN_EXE_verdict").as_ref(),
+        &dir.path().join("tiny.manifest.toml"),
+        None,
+        std::time::Duration::from_secs(3),
+    );
+    match vetting {
+        Vetting::Refused(why) => assert!(why.contains("did not load within 3 s"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    // The same child on the tiny model itself passes.
+    std::fs::copy(
+        root().join("models/tests/data/tiny.onnx"),
+        dir.path().join("tiny.onnx"),
+    )
+    .unwrap();
+    let vetting = vet(
+        env!("CARGO_BIN_EXE_verdict").as_ref(),
+        &dir.path().join("tiny.manifest.toml"),
+        None,
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(vetting, Vetting::Passed("tiny-1".into()));
+}
