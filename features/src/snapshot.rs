@@ -2,18 +2,22 @@
 //! positions it covers, so a restarted instance resumes with the same
 //! features (and replays only the events after those positions).
 //!
-//! One row per entity: its kind, its key and its states, encoded as bytes.
-//! The file's metadata holds the positions, the event-time watermark, and a
-//! fingerprint of the definitions: a snapshot taken with other definitions
-//! is refused rather than misread.
+//! One row per entity: its kind, its key, its states encoded as bytes, and
+//! a checksum of the three. The file's metadata holds the positions, the
+//! event-time watermark, a fingerprint of the definitions (a snapshot taken
+//! with other definitions is refused rather than misread) and a checksum of
+//! them. A damaged file — a flipped bit that would still decode, a file cut
+//! short, malformed Arrow data — is refused whole, before the store changes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::{Array, AsArray, BinaryBuilder, StringBuilder, UInt32Builder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, UInt32Type};
+use datafusion::arrow::array::{
+    Array, AsArray, BinaryBuilder, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, UInt32Type, UInt64Type};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -25,6 +29,26 @@ use crate::store::{EntityState, FeatureStore};
 use crate::window::{Distinct, Ring, State};
 
 const ROWS_PER_BATCH: usize = 65_536;
+
+/// The checksum of one row: its entity kind, key and encoded states.
+fn row_check(entity: u32, key: &str, state: &[u8]) -> u64 {
+    let mut h = twox_hash::XxHash64::with_seed(0);
+    std::hash::Hasher::write(&mut h, &entity.to_le_bytes());
+    std::hash::Hasher::write(&mut h, &(key.len() as u64).to_le_bytes());
+    std::hash::Hasher::write(&mut h, key.as_bytes());
+    std::hash::Hasher::write(&mut h, state);
+    std::hash::Hasher::finish(&h)
+}
+
+/// The checksum of the metadata Verdict reads back.
+fn metadata_check(definitions: &str, positions: &str, watermark: &str) -> String {
+    let mut h = twox_hash::XxHash64::with_seed(0);
+    for part in [definitions, positions, watermark] {
+        std::hash::Hasher::write(&mut h, &(part.len() as u64).to_le_bytes());
+        std::hash::Hasher::write(&mut h, part.as_bytes());
+    }
+    format!("{:016x}", std::hash::Hasher::finish(&h))
+}
 
 fn put_i64(b: &mut Vec<u8>, x: i64) {
     b.extend_from_slice(&x.to_le_bytes());
@@ -229,21 +253,23 @@ impl FeatureStore {
             path: path.to_path_buf(),
             message,
         };
+        let definitions = self.fingerprint();
+        let positions = serde_json::to_string(positions).map_err(|e| fail(e.to_string()))?;
+        let watermark = self.watermark.load(Ordering::Acquire).to_string();
         let mut metadata = std::collections::HashMap::new();
-        metadata.insert("verdict.definitions".to_owned(), self.fingerprint());
         metadata.insert(
-            "verdict.positions".to_owned(),
-            serde_json::to_string(positions).map_err(|e| fail(e.to_string()))?,
+            "verdict.check".to_owned(),
+            metadata_check(&definitions, &positions, &watermark),
         );
-        metadata.insert(
-            "verdict.watermark".to_owned(),
-            self.watermark.load(Ordering::Acquire).to_string(),
-        );
+        metadata.insert("verdict.definitions".to_owned(), definitions);
+        metadata.insert("verdict.positions".to_owned(), positions);
+        metadata.insert("verdict.watermark".to_owned(), watermark);
         let schema = Arc::new(
             Schema::new(vec![
                 Field::new("entity", DataType::UInt32, false),
                 Field::new("key", DataType::Utf8, false),
                 Field::new("state", DataType::Binary, false),
+                Field::new("check", DataType::UInt64, false),
             ])
             .with_metadata(metadata),
         );
@@ -255,21 +281,25 @@ impl FeatureStore {
         let mut writer = FileWriter::try_new(std::io::BufWriter::new(file), &schema)
             .map_err(|e| fail(e.to_string()))?;
         let mut rows = 0;
+        let mut content = twox_hash::XxHash64::with_seed(0);
         let mut buf = Vec::new();
         for (e, map) in self.maps.iter().enumerate() {
             let mut entity = UInt32Builder::new();
             let mut keys = StringBuilder::new();
             let mut states = BinaryBuilder::new();
+            let mut checks = UInt64Builder::new();
             let mut n = 0;
             let mut flush = |entity: &mut UInt32Builder,
                              keys: &mut StringBuilder,
-                             states: &mut BinaryBuilder| {
+                             states: &mut BinaryBuilder,
+                             checks: &mut UInt64Builder| {
                 let batch = RecordBatch::try_new(
                     schema.clone(),
                     vec![
                         Arc::new(entity.finish()),
                         Arc::new(keys.finish()),
                         Arc::new(states.finish()),
+                        Arc::new(checks.finish()),
                     ],
                 )
                 .map_err(|e| fail(e.to_string()))?;
@@ -280,17 +310,27 @@ impl FeatureStore {
                 entity.append_value(e as u32);
                 keys.append_value(&**item.key());
                 states.append_value(&buf);
+                let check = row_check(e as u32, item.key(), &buf);
+                checks.append_value(check);
+                std::hash::Hasher::write_u64(&mut content, check);
                 n += 1;
                 rows += 1;
                 if n == ROWS_PER_BATCH {
-                    flush(&mut entity, &mut keys, &mut states)?;
+                    flush(&mut entity, &mut keys, &mut states, &mut checks)?;
                     n = 0;
                 }
             }
             if n > 0 {
-                flush(&mut entity, &mut keys, &mut states)?;
+                flush(&mut entity, &mut keys, &mut states, &mut checks)?;
             }
         }
+        // In the footer, written last: how many rows, and a checksum of
+        // their checksums in order, so a lost batch is noticed too.
+        writer.write_metadata("verdict.rows", rows.to_string());
+        writer.write_metadata(
+            "verdict.content",
+            format!("{:016x}", std::hash::Hasher::finish(&content)),
+        );
         writer.finish().map_err(|e| fail(e.to_string()))?;
         drop(writer);
         std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))?;
@@ -299,70 +339,137 @@ impl FeatureStore {
     }
 
     /// Replaces the store's state with a snapshot's; returns the positions
-    /// it covers. Refuses a snapshot of other definitions.
+    /// it covers. Refuses a snapshot of other definitions, or a damaged one,
+    /// leaving the store as it was.
     pub fn restore(&self, path: &Path) -> Result<BTreeMap<String, i64>, FeatureError> {
         let fail = |message: String| FeatureError::Snapshot {
             path: path.to_path_buf(),
             message,
         };
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        let reader = FileReader::try_new(std::io::BufReader::new(file), None)
-            .map_err(|e| fail(format!("not an Arrow IPC file: {e}")))?;
-        let meta = reader.schema().metadata().clone();
-        if meta.get("verdict.definitions") != Some(&self.fingerprint()) {
-            return Err(fail(
-                "it was taken with other feature definitions; start without it (the features rebuild from the events)".into(),
-            ));
-        }
-        let positions: BTreeMap<String, i64> = meta
-            .get("verdict.positions")
-            .and_then(|p| serde_json::from_str(p).ok())
-            .ok_or_else(|| fail("it has no source positions".into()))?;
-        let watermark: i64 = meta
-            .get("verdict.watermark")
-            .and_then(|w| w.parse().ok())
-            .ok_or_else(|| fail("it has no watermark".into()))?;
+        // Arrow's reader panics on some malformed files rather than erring:
+        // contained here, a damaged file is an error like any other.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(path)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("malformed data");
+                Err(format!("it is damaged ({what})"))
+            });
+        let Read {
+            positions,
+            watermark,
+            rows,
+        } = read.map_err(|m| {
+            fail(format!(
+                "{m}; delete it to start empty (the features rebuild from the events)"
+            ))
+        })?;
         for map in &self.maps {
             map.clear();
         }
-        let mut rows = 0;
         let mut grown = 0;
+        let entities = rows.len();
+        for (e, key, state) in rows {
+            grown += state.states.iter().map(State::heap_bytes).sum::<usize>();
+            self.maps[e].insert(key, state);
+        }
+        self.grown.store(grown as i64, Ordering::Relaxed);
+        self.watermark.store(watermark, Ordering::Release);
+        tracing::info!(path = %path.display(), entities, "feature snapshot restored");
+        Ok(positions)
+    }
+
+    /// Reads and checks a whole snapshot without touching the store.
+    fn read(&self, path: &Path) -> Result<Read, String> {
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let reader = FileReader::try_new(std::io::BufReader::new(file), None)
+            .map_err(|e| format!("not an Arrow IPC file: {e}"))?;
+        let meta = reader.schema().metadata().clone();
+        let get = |k: &str| meta.get(k).map(String::as_str).unwrap_or("");
+        if get("verdict.check")
+            != metadata_check(
+                get("verdict.definitions"),
+                get("verdict.positions"),
+                get("verdict.watermark"),
+            )
+        {
+            return Err("it is damaged (its metadata does not match its checksum)".into());
+        }
+        if get("verdict.definitions") != self.fingerprint() {
+            return Err("it was taken with other feature definitions".into());
+        }
+        let positions: BTreeMap<String, i64> = serde_json::from_str(get("verdict.positions"))
+            .map_err(|_| "it has no source positions".to_owned())?;
+        let watermark: i64 = get("verdict.watermark")
+            .parse()
+            .map_err(|_| "it has no watermark".to_owned())?;
+        let footer = reader.custom_metadata().clone();
+        let mut content = twox_hash::XxHash64::with_seed(0);
+        let mut rows = Vec::new();
         for batch in reader {
-            let batch = batch.map_err(|e| fail(e.to_string()))?;
-            if batch.num_columns() != 3 {
-                return Err(fail("unexpected columns".into()));
+            let batch = batch.map_err(|e| format!("it is damaged ({e})"))?;
+            if batch.num_columns() != 4 {
+                return Err("unexpected columns".into());
             }
             let entity = batch
                 .column(0)
                 .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| fail("bad entity column".into()))?;
+                .ok_or("bad entity column")?;
             let keys = batch
                 .column(1)
                 .as_string_opt::<i32>()
-                .ok_or_else(|| fail("bad key column".into()))?;
+                .ok_or("bad key column")?;
             let states = batch
                 .column(2)
                 .as_binary_opt::<i32>()
-                .ok_or_else(|| fail("bad state column".into()))?;
+                .ok_or("bad state column")?;
+            let checks = batch
+                .column(3)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or("bad check column")?;
             for r in 0..batch.num_rows() {
-                let e = entity.value(r) as usize;
-                let map = self
-                    .maps
-                    .get(e)
-                    .ok_or_else(|| fail(format!("unknown entity kind {e}")))?;
-                if keys.is_null(r) || states.is_null(r) {
-                    return Err(fail("null key or state".into()));
+                if keys.is_null(r) || states.is_null(r) || entity.is_null(r) || checks.is_null(r) {
+                    return Err("null key or state".into());
                 }
-                let state = decode(states.value(r), self.by_entity[e].len())
-                    .ok_or_else(|| fail(format!("the state of `{}` is corrupt", keys.value(r))))?;
-                grown += state.states.iter().map(State::heap_bytes).sum::<usize>();
-                map.insert(keys.value(r).into(), state);
-                rows += 1;
+                let (kind, key, bytes) = (entity.value(r), keys.value(r), states.value(r));
+                std::hash::Hasher::write_u64(&mut content, checks.value(r));
+                if checks.value(r) != row_check(kind, key, bytes) {
+                    return Err(format!(
+                        "it is damaged (the row of `{key}` does not match its checksum)"
+                    ));
+                }
+                let e = kind as usize;
+                let n_states = self
+                    .by_entity
+                    .get(e)
+                    .ok_or_else(|| format!("unknown entity kind {e}"))?
+                    .len();
+                let state = decode(bytes, n_states)
+                    .ok_or_else(|| format!("the state of `{key}` is corrupt"))?;
+                rows.push((e, Box::<str>::from(key), state));
             }
         }
-        self.grown.store(grown as i64, Ordering::Relaxed);
-        self.watermark.store(watermark, Ordering::Release);
-        tracing::info!(path = %path.display(), entities = rows, "feature snapshot restored");
-        Ok(positions)
+        let content = format!("{:016x}", std::hash::Hasher::finish(&content));
+        if footer.get("verdict.rows") != Some(&rows.len().to_string())
+            || footer.get("verdict.content") != Some(&content)
+        {
+            return Err(
+                "it is damaged (its rows do not match the count and checksum at its end)".into(),
+            );
+        }
+        Ok(Read {
+            positions,
+            watermark,
+            rows,
+        })
     }
+}
+
+/// A snapshot read and checked, not yet applied.
+struct Read {
+    positions: BTreeMap<String, i64>,
+    watermark: i64,
+    rows: Vec<(usize, Box<str>, EntityState)>,
 }

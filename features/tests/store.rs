@@ -504,3 +504,54 @@ fn definition_errors_name_the_line_and_the_problem() {
     .unwrap();
     FeatureDefs::load(&shipped, &schema).unwrap();
 }
+
+/// A damaged snapshot is refused whole, never a panic and never misread:
+/// with any one byte flipped it either restores exactly what was written
+/// (a byte nothing reads) or is an error, and a file cut short is an error.
+#[test]
+fn a_damaged_snapshot_is_refused_never_misread() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    run(&store, &catalogue, &traffic(400, 40));
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.arrow");
+    let positions = BTreeMap::from([("events/0".to_owned(), 399)]);
+    store.snapshot(&good, &positions).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let damaged = dir.path().join("damaged.arrow");
+    let (target, _) = store_of(DEFS, StoreConfig::default());
+    target.restore(&good).unwrap();
+    let expected = target.encoded_entities();
+    let (mut refused, mut same) = (0, 0);
+    let stride = (bytes.len() / 4_000).max(1);
+    for at in (0..bytes.len()).step_by(stride) {
+        let mut b = bytes.clone();
+        b[at] ^= 0xff;
+        std::fs::write(&damaged, &b).unwrap();
+        match target.restore(&damaged) {
+            Err(e) => {
+                assert!(e.to_string().contains("delete it to start empty"), "{e}");
+                // Refused whole: the store keeps what it held.
+                assert!(
+                    target.encoded_entities() == expected,
+                    "byte {at} changed the store"
+                );
+                refused += 1;
+            }
+            Ok(p) => {
+                assert_eq!(p, positions, "byte {at} changed the positions");
+                assert!(target.encoded_entities() == expected, "byte {at} misread");
+                same += 1;
+            }
+        }
+    }
+    for len in (0..bytes.len()).step_by(stride) {
+        std::fs::write(&damaged, &bytes[..len]).unwrap();
+        assert!(
+            target.restore(&damaged).is_err(),
+            "a file cut at {len} restored"
+        );
+    }
+    assert!(refused > same, "{refused} refused, {same} unchanged");
+    assert_eq!(target.restore(&good).unwrap(), positions);
+    assert_eq!(target.encoded_entities(), store.encoded_entities());
+}
