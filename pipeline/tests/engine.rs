@@ -150,13 +150,21 @@ async fn a_redelivered_event_gets_its_first_decision_again() {
     );
 }
 
+/// Copies `from` (a path in the repository) to `to` in `dir`.
+fn put(dir: &tempfile::TempDir, from: &str, to: &str) {
+    std::fs::copy(root().join(from), dir.path().join(to)).unwrap();
+}
+
 /// A copy of the shipped model in a folder of its own, so a test can replace
 /// its file.
 fn model_copy() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["fraud-gbt.manifest.toml", "fraud-gbt.onnx"] {
-        std::fs::copy(root().join("models").join(f), dir.path().join(f)).unwrap();
-    }
+    put(
+        &dir,
+        "models/fraud-gbt.manifest.toml",
+        "fraud-gbt.manifest.toml",
+    );
+    put(&dir, "models/fraud-gbt.onnx", "fraud-gbt.onnx");
     let mut config = config();
     config.model.as_mut().unwrap().manifest = dir.path().join("fraud-gbt.manifest.toml");
     (dir, config)
@@ -170,11 +178,7 @@ const CRASHES_ONNXRUNTIME: &str = "models/tests/data/crashes-onnxruntime.onnx";
 #[tokio::test]
 async fn a_model_file_that_crashes_onnx_runtime_is_refused_at_start() {
     let (dir, config) = model_copy();
-    std::fs::copy(
-        root().join(CRASHES_ONNXRUNTIME),
-        dir.path().join("fraud-gbt.onnx"),
-    )
-    .unwrap();
+    put(&dir, CRASHES_ONNXRUNTIME, "fraud-gbt.onnx");
     let err = Engine::load_vetted(&config, env!("CARGO_BIN_EXE_verdict").as_ref())
         .err()
         .expect("refused");
@@ -188,11 +192,7 @@ async fn a_model_file_that_crashes_onnx_runtime_is_refused_on_reload() {
     let (dir, config) = model_copy();
     let engine = Engine::load_vetted(&config, env!("CARGO_BIN_EXE_verdict").as_ref()).unwrap();
     let version = engine.model_version().unwrap();
-    std::fs::copy(
-        root().join(CRASHES_ONNXRUNTIME),
-        dir.path().join("fraud-gbt.onnx"),
-    )
-    .unwrap();
+    put(&dir, CRASHES_ONNXRUNTIME, "fraud-gbt.onnx");
     let err = engine.reload_model().unwrap_err();
     assert!(err.contains("crashed ONNX Runtime"), "{err}");
     assert_eq!(engine.model_version(), Some(version.clone()));
@@ -201,11 +201,7 @@ async fn a_model_file_that_crashes_onnx_runtime_is_refused_on_reload() {
     assert_eq!(d.model_version.as_deref(), Some(&*version));
 
     // The good file back: the vetted reload swaps it in.
-    std::fs::copy(
-        root().join("models/fraud-gbt.onnx"),
-        dir.path().join("fraud-gbt.onnx"),
-    )
-    .unwrap();
+    put(&dir, "models/fraud-gbt.onnx", "fraud-gbt.onnx");
     assert_eq!(engine.reload_model().unwrap(), version);
 }
 
@@ -232,11 +228,7 @@ fn model_check_answers_for_good_broken_and_crashing_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Protobuf parsing failed"), "{err}");
 
-    std::fs::copy(
-        root().join(CRASHES_ONNXRUNTIME),
-        dir.path().join("fraud-gbt.onnx"),
-    )
-    .unwrap();
+    put(&dir, CRASHES_ONNXRUNTIME, "fraud-gbt.onnx");
     let out = check(&manifest);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -253,38 +245,25 @@ fn model_check_answers_for_good_broken_and_crashing_files() {
 fn a_model_file_that_hangs_onnx_runtime_is_refused_at_the_timeout() {
     use verdict::model_cli::{Vetting, vet};
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        root().join("models/tests/data/tiny.manifest.toml"),
-        dir.path().join("tiny.manifest.toml"),
-    )
-    .unwrap();
-    std::fs::copy(
-        root().join("models/tests/data/hangs-onnxruntime.onnx"),
-        dir.path().join("tiny.onnx"),
-    )
-    .unwrap();
-    let vetting = vet(
-        env!("CARGO_BIN_EXE_verdict").as_ref(),
-        &dir.path().join("tiny.manifest.toml"),
-        None,
-        std::time::Duration::from_secs(3),
+    put(
+        &dir,
+        "models/tests/data/tiny.manifest.toml",
+        "tiny.manifest.toml",
     );
-    match vetting {
+    let vet_tiny = |model: &str, secs: u64| {
+        put(&dir, model, "tiny.onnx");
+        vet(
+            env!("CARGO_BIN_EXE_verdict").as_ref(),
+            &dir.path().join("tiny.manifest.toml"),
+            None,
+            std::time::Duration::from_secs(secs),
+        )
+    };
+    match vet_tiny("models/tests/data/hangs-onnxruntime.onnx", 3) {
         Vetting::Refused(why) => assert!(why.contains("did not load within 3 s"), "{why}"),
         other => panic!("{other:?}"),
     }
-
     // The same child on the tiny model itself passes.
-    std::fs::copy(
-        root().join("models/tests/data/tiny.onnx"),
-        dir.path().join("tiny.onnx"),
-    )
-    .unwrap();
-    let vetting = vet(
-        env!("CARGO_BIN_EXE_verdict").as_ref(),
-        &dir.path().join("tiny.manifest.toml"),
-        None,
-        std::time::Duration::from_secs(60),
-    );
+    let vetting = vet_tiny("models/tests/data/tiny.onnx", 60);
     assert_eq!(vetting, Vetting::Passed("tiny-1".into()));
 }
