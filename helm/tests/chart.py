@@ -132,6 +132,8 @@ def main():
     check(pod["terminationGracePeriodSeconds"] == 45, "grace period: 30 s shutdown + 15 s")
     check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness on /readyz")
     check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness on /healthz")
+    config = find(objects, "ConfigMap", "-config")["data"]["verdict.toml"]
+    check("lanes = 2\n" in config, "two lanes, as many as the CPUs requested")
     check(
         not any(e["name"] == "VERDICT_HTTP__ADMIN_TOKEN" for e in container["env"]),
         "no admin token unless one is given",
