@@ -196,18 +196,19 @@ pub fn vet(exe: &Path, manifest: &Path, ort: Option<&Path>, timeout: Duration) -
         Some(_) if line.starts_with("refused ") => {
             Vetting::Refused(line["refused ".len()..].to_owned())
         }
-        code => {
-            let how = match code {
-                Some(c) => format!("exited with code {c}"),
-                None => crash_signal(&status),
-            };
-            Vetting::Refused(format!(
-                "loading the model {} crashed ONNX Runtime in a vetting process ({how}); \
-                 the model is refused. Its last words: {}",
-                manifest.display(),
-                last_lines(&stderr, 3)
-            ))
-        }
+        Some(code) => Vetting::Refused(format!(
+            "the process vetting the model {} exited with code {code} without an answer; \
+             the model is refused. Its last words: {}",
+            manifest.display(),
+            last_lines(&stderr, 3)
+        )),
+        None => Vetting::Refused(format!(
+            "loading the model {} crashed ONNX Runtime in a vetting process ({}); \
+             the model is refused. Its last words: {}",
+            manifest.display(),
+            crash_signal(&status),
+            last_lines(&stderr, 3)
+        )),
     }
 }
 
