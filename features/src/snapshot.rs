@@ -30,24 +30,31 @@ use crate::window::{Distinct, Ring, State};
 
 const ROWS_PER_BATCH: usize = 65_536;
 
+/// A checksum of `parts`, each length-prefixed so that bytes cannot move
+/// from one part to the next unnoticed.
+fn checksum(parts: &[&[u8]]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash64::with_seed(0);
+    for part in parts {
+        h.write_u64(part.len() as u64);
+        h.write(part);
+    }
+    h.finish()
+}
+
 /// The checksum of one row: its entity kind, key and encoded states.
 fn row_check(entity: u32, key: &str, state: &[u8]) -> u64 {
-    let mut h = twox_hash::XxHash64::with_seed(0);
-    std::hash::Hasher::write(&mut h, &entity.to_le_bytes());
-    std::hash::Hasher::write(&mut h, &(key.len() as u64).to_le_bytes());
-    std::hash::Hasher::write(&mut h, key.as_bytes());
-    std::hash::Hasher::write(&mut h, state);
-    std::hash::Hasher::finish(&h)
+    checksum(&[&entity.to_le_bytes(), key.as_bytes(), state])
 }
 
 /// The checksum of the metadata Verdict reads back.
 fn metadata_check(definitions: &str, positions: &str, watermark: &str) -> String {
-    let mut h = twox_hash::XxHash64::with_seed(0);
-    for part in [definitions, positions, watermark] {
-        std::hash::Hasher::write(&mut h, &(part.len() as u64).to_le_bytes());
-        std::hash::Hasher::write(&mut h, part.as_bytes());
-    }
-    format!("{:016x}", std::hash::Hasher::finish(&h))
+    let sum = checksum(&[
+        definitions.as_bytes(),
+        positions.as_bytes(),
+        watermark.as_bytes(),
+    ]);
+    format!("{sum:016x}")
 }
 
 fn put_i64(b: &mut Vec<u8>, x: i64) {

@@ -279,8 +279,8 @@ fn model_config(config: &Config) -> Option<ModelConfig> {
 }
 
 /// Loads a model file in a child process (see [`crate::model_cli`]) before
-/// this process opens it. A missing ONNX Runtime passes: the engine's own
-/// load reports it and decides degraded.
+/// this process opens it; a refusal names the manifest. A missing ONNX
+/// Runtime passes: the engine's own load reports it and decides degraded.
 fn vet(exe: &Path, manifest: &Path, ort_library: Option<&Path>) -> Result<()> {
     match crate::model_cli::vet(exe, manifest, ort_library, crate::model_cli::VET_TIMEOUT) {
         Vetting::Passed(_) | Vetting::RuntimeMissing => Ok(()),
@@ -328,13 +328,13 @@ impl Engine {
         let schema = Arc::new(Schema::load(&schema_path).context("loading the event schema")?);
         let (mut catalogue, store) = catalogue_and_store(config, &schema)?;
         let observer = Arc::new(Observer::default());
-        if let (Some(exe), Some(mc)) = (&vet_with, model_config(config)) {
+        let mc = model_config(config);
+        if let (Some(exe), Some(mc)) = (&vet_with, &mc) {
             for manifest in std::iter::once(&mc.manifest).chain(&mc.challenger) {
-                vet(exe, manifest, mc.ort_library.as_deref())
-                    .with_context(|| format!("loading the model {}", manifest.display()))?;
+                vet(exe, manifest, mc.ort_library.as_deref())?;
             }
         }
-        let model = match model_config(config) {
+        let model = match mc {
             None => ModelStage::None,
             Some(mc) => match Models::load(&mc, &mut catalogue, observer.clone()) {
                 Ok(models) => {

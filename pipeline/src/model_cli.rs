@@ -145,27 +145,8 @@ pub fn vet(exe: &Path, manifest: &Path, ort: Option<&Path>, timeout: Duration) -
         }
     };
     // Read both pipes on threads, so a chatty child never blocks on them.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let out = read_all(child.stdout.take());
+    let err = read_all(child.stderr.take());
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -193,9 +174,11 @@ pub fn vet(exe: &Path, manifest: &Path, ort: Option<&Path>, timeout: Duration) -
     match status.code() {
         Some(0) => Vetting::Passed(line.strip_prefix("ok ").unwrap_or(line).to_owned()),
         Some(RUNTIME_MISSING) => Vetting::RuntimeMissing,
-        Some(_) if line.starts_with("refused ") => {
-            Vetting::Refused(line["refused ".len()..].to_owned())
-        }
+        Some(_) if line.starts_with("refused ") => Vetting::Refused(format!(
+            "the model {} is refused: {}",
+            manifest.display(),
+            &line["refused ".len()..]
+        )),
         Some(code) => Vetting::Refused(format!(
             "the process vetting the model {} exited with code {code} without an answer; \
              the model is refused. Its last words: {}",
@@ -210,6 +193,17 @@ pub fn vet(exe: &Path, manifest: &Path, ort: Option<&Path>, timeout: Duration) -
             last_lines(&stderr, 3)
         )),
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    })
 }
 
 #[cfg(unix)]

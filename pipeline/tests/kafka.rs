@@ -370,14 +370,9 @@ async fn sigterm_drains_commits_and_exits_zero() {
     logs();
     let (_cluster, brokers) = cluster(1, 3);
     produce_input_async(&brokers).await;
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let state = tempfile::tempdir().unwrap();
     let snapshot = state.path().join("features.arrow");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(root)
-        .args(["run", "--config", "verdict.toml"])
-        .env("VERDICT_KAFKA__BROKERS", &brokers)
-        .env("VERDICT_HTTP__LISTEN", "127.0.0.1:0")
+    let child = verdict_run(&brokers)
         .env("VERDICT_FEATURES__SNAPSHOT", &snapshot)
         .env("RUST_LOG", "verdict=debug")
         .stderr(std::process::Stdio::piped())
@@ -518,14 +513,22 @@ async fn a_lane_scores_its_events_without_waiting_for_the_scoring_thread() {
     );
 }
 
+/// `verdict run` with the repository's configuration against `brokers`,
+/// its HTTP listener on a free port.
+fn verdict_run(brokers: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"));
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["run", "--config", "verdict.toml"])
+        .env("VERDICT_KAFKA__BROKERS", brokers)
+        .env("VERDICT_HTTP__LISTEN", "127.0.0.1:0");
+    cmd
+}
+
 /// `verdict run` in exactly-once mode against `brokers`, as a process of its
 /// own (so that it can be killed with SIGKILL), committing its transaction
 /// every `commit_ms`.
 fn exactly_once_process(brokers: &str, commit_ms: u64) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(["run", "--config", "verdict.toml"])
-        .env("VERDICT_KAFKA__BROKERS", brokers)
+    verdict_run(brokers)
         .env("VERDICT_KAFKA__EXACTLY_ONCE", "true")
         .env("VERDICT_KAFKA__TRANSACTIONAL_ID", "verdict-crash-test")
         .env("VERDICT_KAFKA__LANES", "1")
@@ -538,7 +541,6 @@ fn exactly_once_process(brokers: &str, commit_ms: u64) -> std::process::Child {
             "VERDICT_KAFKA__CONSUMER_PROPERTIES__HEARTBEAT.INTERVAL.MS",
             "500",
         )
-        .env("VERDICT_HTTP__LISTEN", "127.0.0.1:0")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
