@@ -681,14 +681,18 @@ fn run_group(
     }
 }
 
-/// A model's answer by `until`; a miss or an error is told to the
-/// observer and answers `None`.
+/// A model's answer by `until` (without one, whenever it comes); a miss
+/// or an error is told to the observer and answers `None`.
 async fn until_deadline(
     scoring: impl Future<Output = Result<Scored, ModelError>>,
-    until: tokio::time::Instant,
+    until: Option<tokio::time::Instant>,
     observer: &dyn ModelObserver,
 ) -> Option<Scored> {
-    match tokio::time::timeout_at(until, scoring).await {
+    let answer = match until {
+        Some(until) => tokio::time::timeout_at(until, scoring).await,
+        None => Ok(scoring.await),
+    };
+    match answer {
         Ok(Ok(s)) => Some(s),
         Ok(Err(_)) => {
             observer.model_error();
@@ -741,7 +745,9 @@ impl ModelOutcome {
 pub struct Models {
     champion: Scorer,
     challenger: Option<Scorer>,
-    deadline: Duration,
+    /// How long an event waits for its score; `None`: as long as scoring
+    /// takes (files are decided so, never by how busy the machine is).
+    deadline: Option<Duration>,
     observer: Arc<dyn ModelObserver>,
 }
 
@@ -819,9 +825,17 @@ impl Models {
         Ok(Models {
             champion,
             challenger,
-            deadline: Duration::from_millis(config.deadline_ms),
+            deadline: Some(Duration::from_millis(config.deadline_ms)),
             observer,
         })
+    }
+
+    /// The same models with no wall-clock deadline: every event waits for
+    /// its score however long it takes, so that deciding a file gives the
+    /// same decisions on every run, whatever else the machine is doing.
+    pub fn without_deadline(mut self) -> Models {
+        self.deadline = None;
+        self
     }
 
     /// The champion.
@@ -877,7 +891,7 @@ impl Models {
         let deadline = self.deadline;
         let observer = self.observer.clone();
         async move {
-            let until = tokio::time::Instant::now() + deadline;
+            let until = deadline.map(|d| tokio::time::Instant::now() + d);
             let champion = until_deadline(champion, until, observer.as_ref()).await;
             let challenger = match challenger {
                 Some(c) => until_deadline(c, until, observer.as_ref()).await,

@@ -91,6 +91,16 @@ pub struct Engine {
     vet_with: Option<PathBuf>,
 }
 
+/// Whether the model's per-event deadline applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadlines {
+    /// Live traffic: past `deadline_ms` an event is decided without its
+    /// score, marked degraded.
+    WallClock,
+    /// Files: every event waits for its score.
+    None,
+}
+
 /// The model stage as loaded.
 enum ModelStage {
     /// No model is configured: decisions are not degraded by its absence.
@@ -312,7 +322,7 @@ impl Engine {
     /// opened in this process only: the service loads with
     /// [`load_vetted`](Self::load_vetted).
     pub fn load(config: &Config) -> Result<Engine> {
-        Engine::load_with(config, None)
+        Engine::load_with(config, None, Deadlines::WallClock)
     }
 
     /// As [`load`](Self::load), but every model file (at start and on each
@@ -320,10 +330,22 @@ impl Engine {
     /// process: a file that crashes ONNX Runtime is refused instead of
     /// taking the service down.
     pub fn load_vetted(config: &Config, exe: &Path) -> Result<Engine> {
-        Engine::load_with(config, Some(exe.to_path_buf()))
+        Engine::load_with(config, Some(exe.to_path_buf()), Deadlines::WallClock)
     }
 
-    fn load_with(config: &Config, vet_with: Option<PathBuf>) -> Result<Engine> {
+    /// As [`load_vetted`](Self::load_vetted), for deciding files (replay,
+    /// export, backtest): no wall-clock deadline applies, so every event
+    /// waits for its score and the same file gives the same decisions on
+    /// every run, however busy the machine is.
+    pub fn load_for_files(config: &Config, exe: &Path) -> Result<Engine> {
+        Engine::load_with(config, Some(exe.to_path_buf()), Deadlines::None)
+    }
+
+    fn load_with(
+        config: &Config,
+        vet_with: Option<PathBuf>,
+        deadlines: Deadlines,
+    ) -> Result<Engine> {
         let schema_path = config.resolve(&config.engine.schema);
         let schema = Arc::new(Schema::load(&schema_path).context("loading the event schema")?);
         let (mut catalogue, store) = catalogue_and_store(config, &schema)?;
@@ -338,6 +360,10 @@ impl Engine {
             None => ModelStage::None,
             Some(mc) => match Models::load(&mc, &mut catalogue, observer.clone()) {
                 Ok(models) => {
+                    let models = match deadlines {
+                        Deadlines::WallClock => models,
+                        Deadlines::None => models.without_deadline(),
+                    };
                     let version = models.champion().version();
                     tracing::info!(
                         model = models.champion().name(),

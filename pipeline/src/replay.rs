@@ -77,7 +77,7 @@ fn open_output(path: &Path) -> Result<Box<dyn Write>> {
 
 pub fn run(args: ReplayArgs) -> Result<std::process::ExitCode> {
     let config = args.engine.load()?;
-    let engine = Engine::load_vetted(&config, &std::env::current_exe()?)?;
+    let engine = Engine::load_for_files(&config, &std::env::current_exe()?)?;
     let input: Box<dyn BufRead> = if args.input == Path::new("-") {
         Box::new(BufReader::new(io::stdin().lock()))
     } else {
