@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use verdict::r#gen::{GenConfig, Generator};
+use verdict_gen::{GenConfig, Generator};
 
 const BATCH: u64 = 10_000;
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use cel_interpreter::{Context, Program};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use verdict::r#gen::{GenConfig, Generator};
 use verdict_core::{Catalogue, Event, EventParser, Record, Schema, Value, ValueType};
+use verdict_gen::{GenConfig, Generator};
 use verdict_rules::{Evaluation, RuleSet, Source};
 
 const RULES: usize = 100;

@@ -25,9 +25,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::r#gen::{GenConfig, Generator};
 use crate::metrics::Metrics;
 use crate::run::Pipeline;
+use verdict_gen::{GenConfig, Generator};
 
 /// Run the whole pipeline on an embedded broker with generated traffic.
 ///

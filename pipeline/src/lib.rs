@@ -10,7 +10,6 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod features_cli;
-pub mod r#gen;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use verdict::r#gen::cli as gen_cli;
 use verdict::logging::{self, LogFormat};
 use verdict::replay;
+use verdict_gen::cli as gen_cli;
 
 /// Verdict: a real-time risk-decision engine. It decides approve, review or
 /// deny for each event (loan application, payment, login) from its

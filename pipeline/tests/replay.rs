@@ -2,12 +2,18 @@
 //! dead letter that names its line, in input order.
 
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use verdict::config::Config;
 use verdict::engine::Engine;
 use verdict::replay::replay;
 use verdict_core::{DeadLetter, Decision, Position};
+use verdict_gen::{GenConfig, Generator, MALFORMED};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 fn engine() -> Engine {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -85,4 +91,73 @@ async fn every_line_is_decided_or_dead_lettered() {
         .collect();
     assert_eq!(lines, bad_lines);
     assert!(letters.iter().all(|l| !l.reason.is_empty()));
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .unwrap()
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+#[test]
+fn replay_of_generated_traffic_loses_nothing() {
+    let dir = std::env::temp_dir().join(format!("verdict-gen-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let decisions = dir.join("decisions.jsonl");
+    let dead = dir.join("dead.jsonl");
+    let config = dir.join("verdict.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[engine]\nschema = {:?}\n",
+            repo_root().join("examples/schema.toml")
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_verdict");
+    let out = Command::new(bin)
+        .args(["gen", "--seed", "3", "--count", "20000", "--out"])
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("20000 lines"), "{summary}");
+    assert_eq!(count_lines(&events), 20_000);
+    // The same configuration in-process says which lines are malformed.
+    let mut g = Generator::new(GenConfig {
+        seed: 3,
+        ..GenConfig::default()
+    });
+    let expected_malformed = (0..20_000)
+        .filter(|_| g.next_event().label == MALFORMED)
+        .count();
+    let out = Command::new(bin)
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(&events)
+        .arg("--output")
+        .arg(&decisions)
+        .arg("--dead-letter")
+        .arg(&dead)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_lines(&decisions) + count_lines(&dead), 20_000);
+    assert_eq!(count_lines(&dead), expected_malformed);
+    assert!(expected_malformed > 100);
+    std::fs::remove_dir_all(&dir).ok();
 }

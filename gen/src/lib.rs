@@ -1,4 +1,4 @@
-//! `verdict gen`: deterministic synthetic traffic of a consumer-credit
+//! The traffic generator behind `verdict gen`: deterministic synthetic traffic of a consumer-credit
 //! platform, with ground-truth labels, for demos, replays, benchmarks and
 //! tests of rules and models.
 //!
@@ -7,9 +7,6 @@
 //! profile table of the same [`Population`]. What it is not: a model of any
 //! real platform's traffic; the shapes below are plausible, the numbers are
 //! invented, and the labels are the generator's own.
-//!
-//! `gen` is a reserved word in Rust 2024, so code of that edition names this
-//! module `verdict::r#gen` (`use verdict::r#gen::{GenConfig, Generator};`).
 //!
 //! # Determinism
 //!
