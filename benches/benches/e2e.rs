@@ -49,8 +49,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use verdict::config::Config;
 use verdict::engine::Engine;
+use verdict::kafka::Pipeline;
 use verdict::metrics::Metrics;
-use verdict::run::Pipeline;
 use verdict_gen::{GenConfig, Generator};
 
 const PARTITIONS: i32 = 4;

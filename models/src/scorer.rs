@@ -28,7 +28,7 @@ use verdict_core::{Catalogue, Record, Scores, Slot, Value};
 use crate::{Manifest, Model, ModelError, ResolvedInputs, Runtime};
 
 /// The `[model]` section of `verdict.toml`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The champion's manifest (`models/fraud-gbt.manifest.toml`).

@@ -13,10 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub engine: EngineConfig,
@@ -40,8 +40,115 @@ pub struct Config {
     pub base: PathBuf,
 }
 
+/// A value that is never printed: its `Debug`, `Display` and serialised
+/// forms are `<redacted>`. Read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// True for a raw librdkafka property whose value is a credential
+/// (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`,
+/// `ssl.key.pem`, `sasl.jaas.config` …): printed as `<redacted>`.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "jaas",
+        "private",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+        || key.ends_with(".key")
+        || key.ends_with(".key.pem")
+        || key == "sasl.oauthbearer.config"
+}
+
+/// A property table with its credentials redacted, for printing.
+fn redacted(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<&str, &str> {
+    properties
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_secret_property(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), v)
+        })
+        .collect()
+}
+
+/// Serialises a property table with its credentials redacted.
+fn serialize_properties<S: serde::Serializer>(
+    properties: &std::collections::BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    redacted(properties).serialize(s)
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("events_topic", &self.events_topic)
+            .field("decisions_topic", &self.decisions_topic)
+            .field("dead_letters_topic", &self.dead_letters_topic)
+            .field("exactly_once", &self.exactly_once)
+            .field("lanes", &self.lanes)
+            .field("consumer_properties", &redacted(&self.consumer_properties))
+            .field("producer_properties", &redacted(&self.producer_properties))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The configuration as Verdict resolved it (file, environment,
+    /// command line), as TOML, every credential `<redacted>`.
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# the configuration cannot be shown as TOML: {e}\n"))
+    }
+}
+
 /// What decides: the definitions every stage loads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// The event schema file (field → type).
@@ -70,7 +177,7 @@ pub struct EngineConfig {
 }
 
 /// The feature store's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeaturesConfig {
     /// Where the store is snapshotted on shutdown and restored from at
@@ -119,7 +226,7 @@ fn default_rules_watch_ms() -> u64 {
 }
 
 /// The Kafka source and sinks of `verdict run`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port` separated by commas.
@@ -161,11 +268,17 @@ pub struct KafkaConfig {
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
     /// applied after Verdict's own. Numbers and booleans are taken as
     /// their text (`"linger.ms" = 5` is `"5"`).
-    #[serde(deserialize_with = "properties")]
+    #[serde(
+        deserialize_with = "properties",
+        serialize_with = "serialize_properties"
+    )]
     pub consumer_properties: std::collections::BTreeMap<String, String>,
     /// Raw librdkafka producer properties (`linger.ms`, `batch.size`,
     /// `compression.type`, TLS, SASL), applied after Verdict's own.
-    #[serde(deserialize_with = "properties")]
+    #[serde(
+        deserialize_with = "properties",
+        serialize_with = "serialize_properties"
+    )]
     pub producer_properties: std::collections::BTreeMap<String, String>,
 }
 
@@ -214,15 +327,18 @@ impl KafkaConfig {
 }
 
 /// The HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address `/metrics` and `/healthz` are served on.
     pub listen: String,
     /// The bearer token of `/admin/*`; without one they answer 401.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// `POST /v1/decisions` bodies larger than this are refused (413).
     pub max_body_bytes: usize,
+    /// `POST /v1/decisions` requests decided at once, at most; more wait
+    /// for room.
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpConfig {
@@ -231,6 +347,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:9464".into(),
             admin_token: None,
             max_body_bytes: 65536,
+            max_in_flight: 1024,
         }
     }
 }

@@ -1,47 +1,48 @@
-//! The HTTP endpoints: `POST /v1/decisions` (decide one event with the same
-//! engine), `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
-//! admin endpoints guarded by a bearer token.
+//! The HTTP API: `POST /v1/decisions` (one event decided synchronously by
+//! the same engine as the Kafka lanes), `/metrics` (Prometheus text),
+//! `/healthz`, `/readyz`, and the admin endpoints guarded by a bearer
+//! token.
+//!
+//! Requests are decided by one task of their own through a
+//! [`Window`](crate::window::Window), like every other source: features are
+//! read and updated in the order requests arrive, at most `max_in_flight`
+//! are decided at once, and a request past that waits for room. Every
+//! error answers the same JSON shape, `{"kind": …, "reason": …}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio::sync::{mpsc, oneshot};
 use verdict_core::Position;
 
-use crate::engine::Engine;
+use crate::config::Secret;
+use crate::engine::{Engine, Output};
 use crate::metrics::Metrics;
-
-/// What the admin endpoints need from the engine. The engine implements it;
-/// each method answers a short description for the response body, or what
-/// went wrong.
-pub trait Admin: Send + Sync {
-    /// Reloads the rule set from its configured file.
-    fn reload_rules(&self) -> Result<String, String>;
-    /// Reloads the model from its configured file.
-    fn reload_model(&self) -> Result<String, String>;
-    /// The versions in use (rule set, model), as JSON.
-    fn versions(&self) -> serde_json::Value;
-}
+use crate::window::Window;
 
 /// Everything the endpoints share.
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
-    /// Decides `POST /v1/decisions`; without it that endpoint answers 503.
+    /// The engine: decides `POST /v1/decisions` and answers the admin
+    /// endpoints. Without it those answer 503 (metrics only).
     pub engine: Option<Arc<Engine>>,
-    pub admin: Option<Arc<dyn Admin>>,
     /// The bearer token of the admin endpoints; without one they answer 401.
-    pub admin_token: Option<String>,
-    /// Set once the engine is loaded and the consumer has its assignment.
+    pub admin_token: Option<Secret>,
+    /// Set while the service can decide: the engine is loaded and every
+    /// Kafka lane holds an assignment with its features caught up.
     pub ready: Arc<AtomicBool>,
     /// Request bodies larger than this are refused (413).
     pub max_body_bytes: usize,
+    /// Requests decided at once, at most.
+    pub max_in_flight: usize,
 }
 
 impl AppState {
@@ -50,17 +51,42 @@ impl AppState {
         AppState {
             metrics,
             engine: None,
-            admin: None,
             admin_token: None,
             ready: Arc::new(AtomicBool::new(true)),
             max_body_bytes: 65536,
+            max_in_flight: 1,
         }
     }
 }
 
-/// The router of the service's endpoints.
+/// One request waiting for its decision.
+struct Request {
+    body: Bytes,
+    read_at: Instant,
+    reply: oneshot::Sender<Output>,
+}
+
+/// The router's state: the shared parts and the way to the deciding task.
+#[derive(Clone)]
+struct Shared {
+    state: AppState,
+    decide: Option<mpsc::Sender<Request>>,
+}
+
+/// The router of the service's endpoints. Starts the task that decides
+/// requests (so it must be called inside a Tokio runtime); the task ends
+/// when the router is dropped.
 pub fn router(state: AppState) -> Router {
-    let limit = state.max_body_bytes;
+    let deciding = state.engine.clone().map(|engine| {
+        let (tx, rx) = mpsc::channel(state.max_in_flight.max(1));
+        tokio::spawn(decide_requests(
+            engine,
+            state.metrics.clone(),
+            rx,
+            state.max_in_flight,
+        ));
+        tx
+    });
     Router::new()
         .route("/v1/decisions", post(decide))
         .route("/metrics", get(render))
@@ -69,66 +95,200 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reload/rules", post(reload_rules))
         .route("/admin/reload/model", post(reload_model))
         .route("/admin/versions", get(versions))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(Shared {
+            state,
+            decide: deciding,
+        })
 }
 
-async fn render(State(s): State<AppState>) -> impl IntoResponse {
+/// Decides requests in arrival order, `limit` at most in flight, until
+/// every sender is gone and what is in flight is answered.
+async fn decide_requests(
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    mut requests: mpsc::Receiver<Request>,
+    limit: usize,
+) {
+    let engine = &*engine;
+    let mut window: Window<oneshot::Sender<Output>, _> = Window::new(limit);
+    let mut open = true;
+    while open || !window.is_empty() {
+        tokio::select! {
+            biased;
+            Some((reply, output)) = window.next(), if !window.is_empty() => {
+                if let Output::Decision(d) = &output {
+                    d.count(&metrics);
+                }
+                let _: Result<(), Output> = reply.send(output);
+            }
+            request = requests.recv(), if open && !window.is_full() => {
+                let Some(mut request) = request else {
+                    open = false;
+                    continue;
+                };
+                // Take the requests already waiting, so that they are
+                // scored together.
+                loop {
+                    metrics.event();
+                    let prepared = engine
+                        .prepare(&request.body, http_position, request.read_at)
+                        .map(|p| engine.finish(p));
+                    if let Err(rejected) = &prepared {
+                        metrics.dead_letter(rejected.kind);
+                    }
+                    window.push(request.reply, prepared);
+                    match (window.is_full(), requests.try_recv()) {
+                        (false, Ok(next)) => request = next,
+                        _ => break,
+                    }
+                }
+                // The callers are waiting: score now, with whatever else
+                // waits, rather than wait for the scoring thread.
+                engine.help_score();
+            }
+        }
+    }
+}
+
+fn http_position() -> Position {
+    Position::Http {
+        http: "POST /v1/decisions".to_owned(),
+    }
+}
+
+/// An error answer: `{"kind": …, "reason": …}` with its status.
+struct Refusal {
+    status: StatusCode,
+    kind: String,
+    reason: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "kind": self.kind, "reason": self.reason });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn refusal(status: StatusCode, kind: &str, reason: impl Into<String>) -> Response {
+    refused(status, kind, reason).into_response()
+}
+
+fn refused(status: StatusCode, kind: &str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        kind: kind.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+async fn render(State(s): State<Shared>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        s.state.metrics.render(),
     )
 }
 
-async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.state.ready.load(Ordering::Relaxed) {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }
 
-async fn decide(State(s): State<AppState>, body: Bytes) -> Response {
-    let Some(engine) = s.engine.as_ref() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no engine loaded\n").into_response();
-    };
+/// True for `application/json` and `application/*+json`, with or without
+/// parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn decide(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     let read_at = Instant::now();
-    s.metrics.event();
-    match engine.prepare(
-        &body,
-        || Position::Http {
-            http: "POST /v1/decisions".to_owned(),
-        },
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !is_json(ct) {
+            return refusal(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "the body must be a JSON event (Content-Type: application/json), not `{ct}`"
+                ),
+            );
+        }
+    }
+    let limit = s.state.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the body is over the limit of {limit} bytes (raise [http] max_body_bytes \
+                     if such events are legitimate)"
+                ),
+            );
+        }
+    };
+    let Some(decide) = &s.decide else {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no engine is loaded",
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = Request {
+        body,
         read_at,
-    ) {
-        Ok(prepared) => {
-            let decided = engine.finish(prepared);
-            // The caller is waiting: score now, with whatever else waits.
-            engine.help_score();
-            let decided = decided.await;
-            s.metrics.decided(&decided);
-            axum::Json(decided.decision).into_response()
-        }
-        Err(dead) => {
-            s.metrics.dead_letter(&dead.kind);
-            let body = serde_json::json!({ "kind": dead.kind, "reason": dead.reason });
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
-        }
+        reply,
+    };
+    if decide.send(request).await.is_err() {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is stopping",
+        );
+    }
+    match answer.await {
+        Ok(Output::Decision(decided)) => axum::Json(decided.decision).into_response(),
+        Ok(Output::DeadLetter(rejected)) => refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &rejected.letter.kind,
+            rejected.letter.reason,
+        ),
+        Err(_) => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is stopping",
+        ),
     }
 }
 
-/// The admin interface when the request carries the configured token.
-fn authorised<'a>(
-    s: &'a AppState,
-    headers: &HeaderMap,
-) -> Result<&'a Arc<dyn Admin>, (StatusCode, &'static str)> {
+/// The engine when the request carries the configured admin token.
+fn authorised<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<&'a Arc<Engine>, Refusal> {
     let unauthorised = || {
-        (
+        refused(
             StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required\n",
+            "unauthorised",
+            "a valid bearer token is required (Authorization: Bearer <http.admin_token>)",
         )
     };
-    let Some(token) = s.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(token) = s
+        .state
+        .admin_token
+        .as_ref()
+        .map(Secret::expose)
+        .filter(|t| !t.is_empty())
+    else {
         return Err(unauthorised());
     };
     let given = headers
@@ -138,56 +298,61 @@ fn authorised<'a>(
     if given.map(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) != Some(true) {
         return Err(unauthorised());
     }
-    s.admin
-        .as_ref()
-        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no admin interface\n"))
+    s.state.engine.as_ref().ok_or_else(|| {
+        refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no engine is loaded",
+        )
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn reload_result(r: Result<String, String>) -> Response {
-    match r {
-        Ok(msg) => axum::Json(serde_json::json!({ "ok": true, "message": msg })).into_response(),
+/// Runs a reload off the async workers: it reads files and may load a
+/// model in a child process.
+async fn blocking_reload(
+    engine: &Arc<Engine>,
+    reload: fn(&Engine) -> Result<Arc<str>, String>,
+    what: &'static str,
+) -> Response {
+    let engine = engine.clone();
+    let result = tokio::task::spawn_blocking(move || reload(&engine))
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+    match result {
+        Ok(version) => axum::Json(serde_json::json!({
+            "ok": true,
+            "message": format!("{what} reloaded: {version}"),
+        }))
+        .into_response(),
         Err(msg) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(serde_json::json!({ "ok": false, "error": msg })),
+            axum::Json(serde_json::json!({ "ok": false, "kind": "refused", "reason": msg })),
         )
             .into_response(),
     }
 }
 
-/// Runs a reload off the async workers: it reads files and may load a
-/// model in a child process.
-async fn blocking_reload(
-    admin: &Arc<dyn Admin>,
-    reload: fn(&dyn Admin) -> Result<String, String>,
-) -> Response {
-    let admin = admin.clone();
-    let result = tokio::task::spawn_blocking(move || reload(admin.as_ref()))
-        .await
-        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
-    reload_result(result)
-}
-
-async fn reload_rules(State(s): State<AppState>, headers: HeaderMap) -> Response {
+async fn reload_rules(State(s): State<Shared>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
-        Ok(admin) => blocking_reload(admin, |a| a.reload_rules()).await,
+        Ok(engine) => blocking_reload(engine, Engine::reload_rules, "rules").await,
         Err(r) => r.into_response(),
     }
 }
 
-async fn reload_model(State(s): State<AppState>, headers: HeaderMap) -> Response {
+async fn reload_model(State(s): State<Shared>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
-        Ok(admin) => blocking_reload(admin, |a| a.reload_model()).await,
+        Ok(engine) => blocking_reload(engine, Engine::reload_model, "model").await,
         Err(r) => r.into_response(),
     }
 }
 
-async fn versions(State(s): State<AppState>, headers: HeaderMap) -> Response {
+async fn versions(State(s): State<Shared>, headers: HeaderMap) -> Response {
     match authorised(&s, &headers) {
-        Ok(admin) => axum::Json(admin.versions()).into_response(),
+        Ok(engine) => axum::Json(engine.versions()).into_response(),
         Err(r) => r.into_response(),
     }
 }
@@ -199,20 +364,22 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.verdict.event+json",
+        ] {
+            assert!(is_json(ct), "{ct}");
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        for ct in ["text/plain", "application/x-www-form-urlencoded", ""] {
+            assert!(!is_json(ct), "{ct}");
+        }
     }
 }

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use verdict::cli;
 use verdict::logging::{self, LogFormat};
-use verdict::replay;
 use verdict_gen::cli as gen_cli;
 
 /// Verdict: a real-time risk-decision engine. It decides approve, review or
@@ -24,35 +24,35 @@ struct Cli {
 enum Command {
     /// Decide a JSON-lines file of events, in order, writing decisions and
     /// dead letters.
-    Replay(replay::ReplayArgs),
+    Replay(cli::replay::ReplayArgs),
     /// Generate labelled synthetic traffic (or its profile table).
     Gen(gen_cli::GenArgs),
     /// Consume events from Kafka, decide them and produce decisions and dead
     /// letters; offsets are committed only after their outputs are acknowledged.
-    Run(verdict::run::RunArgs),
+    Run(cli::run::RunArgs),
     /// Check a rule folder, or run its test cases.
-    Rules(verdict::rules_cli::RulesArgs),
+    Rules(cli::rules::RulesArgs),
     /// Check the feature definitions, or export point-in-time features of
     /// an event file as a training table.
-    Features(verdict::features_cli::FeaturesArgs),
+    Features(cli::features::FeaturesArgs),
     /// Check a model (its manifest and ONNX file) before shipping it.
-    Model(verdict::model_cli::ModelArgs),
+    Model(cli::model::ModelArgs),
     /// Run the whole pipeline on an embedded broker with generated traffic,
     /// with a live progress line and a summary.
-    Demo(verdict::demo::DemoArgs),
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Replay(args) => replay::run(args),
+        Command::Replay(args) => cli::replay::run(args),
         Command::Gen(args) => gen_cli::run(args),
-        Command::Run(args) => verdict::run::run(args),
-        Command::Demo(args) => verdict::demo::run(args),
-        Command::Rules(args) => verdict::rules_cli::run(args),
-        Command::Features(args) => verdict::features_cli::run(args),
-        Command::Model(args) => verdict::model_cli::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Rules(args) => cli::rules::run(args),
+        Command::Features(args) => cli::features::run(args),
+        Command::Model(args) => cli::model::run(args),
     };
     match result {
         Ok(code) => code,

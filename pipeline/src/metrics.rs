@@ -1,20 +1,30 @@
 //! Every metric Verdict exports, named in this one module so dashboards and
 //! alerts can rely on the names.
+//!
+//! It takes plain values (an outcome, durations, a rejection kind) and
+//! knows nothing of the engine or the sources that report to it. Label
+//! children that every event touches are resolved once, at start.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use verdict_core::Action;
+use std::time::Duration;
 
-use crate::engine::{Decided, StageTimings};
+use verdict_core::{Action, RejectionKind};
+
+/// The stages of `verdict_stage_seconds{stage}`, in the order
+/// [`Metrics::decision`] takes their durations.
+pub const STAGES: [&str; 4] = ["parse", "features", "model", "rules"];
 
 /// The service's metrics, registered once and shared by reference.
 pub struct Metrics {
     registry: Registry,
     events: IntCounter,
-    dead_letters: IntCounterVec,
+    /// `dead_letters` children by rejection kind, in the order of
+    /// [`RejectionKind::ALL`].
+    by_rejection: Vec<IntCounter>,
     latency: Histogram,
     in_flight: IntGauge,
     consumer_lag: IntGaugeVec,
@@ -31,6 +41,8 @@ pub struct Metrics {
     feature_duplicates: IntCounter,
     feature_evictions: IntCounter,
     feature_replayed: IntCounter,
+    rebalances: IntCounterVec,
+    outputs_dropped: IntCounter,
     /// `decisions` children by outcome (approve, review, deny), resolved
     /// once so that counting a decision looks no label up.
     by_outcome: [IntCounter; 3],
@@ -150,8 +162,24 @@ impl Metrics {
              partition (after a snapshot, or from another instance), not decided again.",
         )
         .expect("valid metric");
+        let rebalances = IntCounterVec::new(
+            Opts::new(
+                "verdict_rebalances_total",
+                "Consumer-group rebalances a lane took part in, by kind (assign, revoke).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let outputs_dropped = IntCounter::new(
+            "verdict_outputs_dropped_total",
+            "Outputs not produced because their partition was revoked before they were \
+             decided (past the drain bound); the partition's next owner decides those events.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rebalances.clone()),
+            Box::new(outputs_dropped.clone()),
             Box::new(feature_replayed.clone()),
             Box::new(model_errors.clone()),
             Box::new(degraded.clone()),
@@ -180,14 +208,17 @@ impl Metrics {
         }
         let by_outcome = [Action::Approve, Action::Review, Action::Deny]
             .map(|a| decisions.with_label_values(&[a.as_str()]));
-        let by_stage =
-            ["parse", "features", "model", "rules"].map(|s| stage.with_label_values(&[s]));
+        let by_stage = STAGES.map(|s| stage.with_label_values(&[s]));
+        let by_rejection = RejectionKind::ALL
+            .iter()
+            .map(|k| dead_letters.with_label_values(&[k.as_str()]))
+            .collect();
         Metrics {
             by_outcome,
             by_stage,
             registry,
             events,
-            dead_letters,
+            by_rejection,
             latency,
             in_flight,
             consumer_lag,
@@ -204,7 +235,19 @@ impl Metrics {
             feature_duplicates,
             feature_evictions,
             feature_replayed,
+            rebalances,
+            outputs_dropped,
         }
+    }
+
+    /// A lane's part in a rebalance: `assign` or `revoke`.
+    pub fn rebalance(&self, kind: &str) {
+        self.rebalances.with_label_values(&[kind]).inc();
+    }
+
+    /// An output dropped because its partition was revoked.
+    pub fn output_dropped(&self) {
+        self.outputs_dropped.inc();
     }
 
     /// `n` events were added to the feature store by a catch-up.
@@ -271,8 +314,15 @@ impl Metrics {
         self.events.inc();
     }
 
-    /// One decision made.
-    pub fn decision(&self, outcome: Action, latency_us: u64, timings: &StageTimings) {
+    /// One decision made: its outcome, its latency, the time each of
+    /// [`STAGES`] took, and whether a stage was missing.
+    pub fn decision(
+        &self,
+        outcome: Action,
+        latency_us: u64,
+        stages: [Duration; 4],
+        degraded: bool,
+    ) {
         let i = match outcome {
             Action::Approve => 0,
             Action::Review => 1,
@@ -280,30 +330,19 @@ impl Metrics {
         };
         self.by_outcome[i].inc();
         self.latency.observe(latency_us as f64 / 1e6);
-        let t = timings;
-        for (h, d) in self
-            .by_stage
-            .iter()
-            .zip([t.parse, t.features, t.model, t.rules])
-        {
+        for (h, d) in self.by_stage.iter().zip(stages) {
             h.observe(d.as_secs_f64());
         }
-    }
-
-    /// One decided event: its outcome, latencies and rule hits.
-    pub fn decided(&self, d: &Decided) {
-        self.decision(d.decision.decision, d.decision.latency_us, &d.timings);
-        for hit in d.decision.hits.iter().chain(&d.decision.shadow_hits) {
-            self.rule_hit(&hit.rule);
-        }
-        if d.decision.degraded {
+        if degraded {
             self.degraded.inc();
         }
     }
 
-    /// One event rejected.
-    pub fn dead_letter(&self, reason: &str) {
-        self.dead_letters.with_label_values(&[reason]).inc();
+    /// One event rejected, by kind.
+    pub fn dead_letter(&self, kind: RejectionKind) {
+        if let Some(c) = self.by_rejection.get(kind as usize) {
+            c.inc();
+        }
     }
 
     /// Events whose output is not yet acknowledged.
@@ -324,5 +363,24 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dead_letter` indexes its children by the kind's discriminant.
+    #[test]
+    fn rejection_kinds_index_their_children() {
+        for (i, k) in RejectionKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+        let m = Metrics::new();
+        m.dead_letter(RejectionKind::WrongType);
+        assert!(
+            m.render()
+                .contains("verdict_dead_letters_total{reason=\"wrong_type\"} 1")
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! which the README's test command (`scripts/test.sh`) installs;
 //! `VERDICT_PYTHON` points at another Python.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -38,7 +40,83 @@ fn check_config(env: &[(&str, &str)]) -> Output {
 fn check_config_accepts_the_shipped_configuration() {
     let out = check_config(&[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("configuration ok"), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Verdict would start with this configuration"),
+        "{stdout}"
+    );
+    // What it prints is the resolved configuration, as TOML that Verdict
+    // reads back.
+    let resolved: toml::Table = toml::from_str(&stdout).unwrap();
+    assert_eq!(resolved["kafka"]["group_id"].as_str(), Some("verdict"));
+    assert_eq!(
+        resolved["kafka"]["producer_properties"]["linger.ms"].as_str(),
+        Some("5")
+    );
+}
+
+/// Credentials are never printed, in the resolved configuration or in any
+/// log line, even at the most verbose level.
+#[test]
+fn check_config_prints_no_secret() {
+    let (token, password) = ("admin-token-3f9c1e", "sasl-password-77ab2d");
+    let out = check_config(&[
+        ("RUST_LOG", "trace"),
+        ("VERDICT_HTTP__ADMIN_TOKEN", token),
+        (
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__SECURITY.PROTOCOL",
+            "SASL_PLAINTEXT",
+        ),
+        (
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__SASL.MECHANISM",
+            "PLAIN",
+        ),
+        (
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__SASL.USERNAME",
+            "verdict",
+        ),
+        (
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__SASL.PASSWORD",
+            password,
+        ),
+        (
+            "VERDICT_KAFKA__PRODUCER_PROPERTIES__SSL.KEY.PASSWORD",
+            password,
+        ),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("sasl.username"), "the properties are shown: {t}");
+    assert!(
+        !t.contains(token) && !t.contains(password),
+        "a secret was printed:\n{t}"
+    );
+    assert!(t.contains("<redacted>"), "{t}");
+}
+
+/// A consumer or producer property Verdict cannot honour safely is refused
+/// with the reason, before anything starts.
+#[test]
+fn check_config_refuses_unsafe_kafka_properties() {
+    let out = check_config(&[
+        (
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__ENABLE.AUTO.COMMIT",
+            "true",
+        ),
+        ("VERDICT_KAFKA__PRODUCER_PROPERTIES__ACKS", "1"),
+    ]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("`enable.auto.commit` = `true` cannot be honoured")
+            && t.contains("`acks` = `1` cannot be honoured"),
+        "{t}"
+    );
+    let out = check_config(&[(
+        "VERDICT_KAFKA__CONSUMER_PROPERTIES__PARTITION.ASSIGNMENT.STRATEGY",
+        "cooperative-sticky",
+    )]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// The check loads what the configuration names, not only the file: a rule
@@ -90,15 +168,7 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 /// name in the rules is one `/metrics` exports.
 #[test]
 fn alert_rules_name_only_exported_metrics() {
-    let m = verdict::metrics::Metrics::new();
-    m.event();
-    m.dead_letter("not_json");
-    m.decision(verdict_core::Action::Deny, 640, &Default::default());
-    m.set_consumer_lag("events", 0, 1);
-    m.rule_hit("r");
-    m.observe_model_batch(1);
-    m.set_versions("rs", "m");
-    m.reload("rules", false);
+    let m = common::every_metric();
     let exported: std::collections::HashSet<String> = m
         .render()
         .lines()

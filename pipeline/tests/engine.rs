@@ -243,7 +243,7 @@ fn model_check_answers_for_good_broken_and_crashing_files() {
 /// killed at the timeout and the model refused.
 #[test]
 fn a_model_file_that_hangs_onnx_runtime_is_refused_at_the_timeout() {
-    use verdict::model_cli::{Vetting, vet};
+    use verdict::engine::vetting::{Vetting, vet};
     let dir = tempfile::tempdir().unwrap();
     put(
         &dir,

@@ -50,11 +50,11 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
     engine.attach_metrics(metrics.clone());
     let state = AppState {
         metrics: metrics.clone(),
-        engine: Some(engine.clone()),
-        admin: Some(engine),
-        admin_token: token.map(str::to_owned),
+        engine: Some(engine),
+        admin_token: token.map(verdict::config::Secret::new),
         ready: Default::default(),
         max_body_bytes: 4096,
+        max_in_flight: 64,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -2,6 +2,8 @@
 //! (librdkafka's mock cluster): order per partition, dead letters,
 //! offsets committed only after outputs are acknowledged.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +17,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
 use verdict::engine::Engine;
+use verdict::kafka::Pipeline;
 use verdict::metrics::Metrics;
-use verdict::run::Pipeline;
 
 const USERS: usize = 7;
 const PER_USER: usize = 40;
@@ -294,24 +296,7 @@ async fn killed_mid_stream_resumes_without_loss() {
 #[tokio::test]
 async fn metrics_endpoint_passes_promtool() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let metrics = Arc::new(Metrics::new());
-    metrics.event();
-    metrics.dead_letter("not_json");
-    metrics.decision(verdict_core::Action::Approve, 640, &Default::default());
-    metrics.set_consumer_lag("events", 0, 12);
-    metrics.rule_hit("model_high_risk");
-    metrics.observe_model_batch(8);
-    metrics.model_timeout();
-    metrics.set_versions("rs-1", "m-1");
-    metrics.reload("rules", true);
-    metrics.model_error();
-    metrics.set_feature_store(&verdict_features::StoreStats {
-        entities: 10,
-        bytes: 4096,
-        late_events: 2,
-        duplicates: 1,
-        evictions: 3,
-    });
+    let metrics = Arc::new(common::every_metric());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(verdict::http::serve(

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use verdict::config::Config;
 use verdict::engine::Engine;
-use verdict::replay::replay;
+use verdict::file::replay;
 use verdict_core::{DeadLetter, Decision, Position};
 use verdict_gen::{GenConfig, Generator, MALFORMED};
 

@@ -1,52 +1,26 @@
-//! `verdict model check`, and vetting a model file in a child process.
+//! Vetting a model file in a child process before the engine opens it.
 //!
 //! ONNX Runtime parses a model file in C++; some malformed files make it
 //! abort the process rather than return an error. A model is untrusted
 //! input, so the engine never opens one in its own process first: a child
-//! (`verdict model check --in-process`) loads it, checks it against its
-//! manifest and scores a probe row, and only a model the child survived is
-//! loaded by the engine. A crash of the child refuses the model; the
-//! serving one keeps serving.
+//! (`verdict model check --in-process`, which runs [`check_here`]) loads
+//! it, checks it against its manifest and scores a probe row, and only a
+//! model the child survived is loaded by the engine. A crash of the child
+//! refuses the model; the serving one keeps serving.
+//!
+//! Both halves of the protocol live here: the child answers one line on
+//! standard output (`ok <version>`, `refused <why>`, `runtime <error>`)
+//! and exits 0, 1 or [`RUNTIME_MISSING`].
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use verdict_models::{Manifest, Model, ModelError, Runtime};
 
-/// `verdict model`.
-#[derive(Debug, clap::Args)]
-pub struct ModelArgs {
-    #[command(subcommand)]
-    pub command: ModelCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum ModelCommand {
-    /// Check a model before shipping it: load the ONNX file its manifest
-    /// names, check its tensors against the manifest, and score a probe row
-    /// (every input missing). Runs the load in a child process, so a file
-    /// that crashes ONNX Runtime is reported, not fatal. Exit 0 when the
-    /// model would be served, 1 when not, 3 when ONNX Runtime is missing.
-    Check(CheckArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// The model's manifest (`*.manifest.toml`).
-    pub manifest: PathBuf,
-    /// ONNX Runtime's library (else ORT_DYLIB_PATH, else .verdict/venv).
-    #[arg(long)]
-    pub ort_library: Option<PathBuf>,
-    /// Load in this process (what the vetting child runs).
-    #[arg(long, hide = true)]
-    pub in_process: bool,
-}
-
 /// Exit code of a check that could not load ONNX Runtime.
-const RUNTIME_MISSING: i32 = 3;
+pub const RUNTIME_MISSING: i32 = 3;
 
 /// How long a vetting child may take before it is killed and the model
 /// refused.
@@ -64,36 +38,8 @@ pub enum Vetting {
     RuntimeMissing,
 }
 
-/// `verdict model ...`.
-pub fn run(args: ModelArgs) -> Result<ExitCode> {
-    let ModelCommand::Check(args) = args.command;
-    if args.in_process {
-        return Ok(check_here(&args.manifest, args.ort_library.as_deref()));
-    }
-    let exe = std::env::current_exe()?;
-    match vet(
-        &exe,
-        &args.manifest,
-        args.ort_library.as_deref(),
-        VET_TIMEOUT,
-    ) {
-        Vetting::Passed(version) => {
-            println!("{}: ok, version {version}", args.manifest.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Vetting::Refused(why) => {
-            eprintln!("error: {why}");
-            Ok(ExitCode::FAILURE)
-        }
-        Vetting::RuntimeMissing => {
-            eprintln!("error: ONNX Runtime could not be loaded; see scripts/ensure-python.sh");
-            Ok(ExitCode::from(RUNTIME_MISSING as u8))
-        }
-    }
-}
-
 /// The child's side: load, check, probe; one line on stdout.
-fn check_here(manifest: &Path, ort: Option<&Path>) -> ExitCode {
+pub fn check_here(manifest: &Path, ort: Option<&Path>) -> ExitCode {
     let runtime = match Runtime::discover(ort) {
         Ok(r) => r,
         Err(e) => {

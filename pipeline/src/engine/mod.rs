@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use verdict_core::{
-    Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, Schema,
-    ValueType,
+    Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, RejectionKind,
+    Schema, ValueType,
 };
 use verdict_features::{FeatureDefs, FeatureStore, StoreStats};
 use verdict_models::{Manifest, ModelConfig, ModelError, ModelObserver, ModelOutcome, Models};
@@ -30,7 +30,10 @@ use verdict_rules::{Diagnostics, Evaluation, RuleSet};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model_cli::Vetting;
+use vetting::Vetting;
+
+mod recent;
+pub mod vetting;
 
 /// Time spent in each stage of one event, for the latency histograms.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +42,32 @@ pub struct StageTimings {
     pub features: Duration,
     pub model: Duration,
     pub rules: Duration,
+}
+
+impl StageTimings {
+    /// Parse, features, model, rules: the order of
+    /// [`crate::metrics::STAGES`].
+    pub fn as_array(&self) -> [Duration; 4] {
+        [self.parse, self.features, self.model, self.rules]
+    }
+}
+
+/// An event that was refused: its dead-letter record, and why (the
+/// metric's label).
+#[derive(Debug)]
+pub struct Rejected {
+    /// Boxed: rejections are rare, and it keeps the common result small.
+    pub letter: Box<DeadLetter>,
+    pub kind: RejectionKind,
+}
+
+/// What a source writes for one event: its decision, or its dead letter.
+// The common variant is the large one: boxing it would allocate per event.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Output {
+    Decision(Decided),
+    DeadLetter(Rejected),
 }
 
 /// An event that has been parsed and has seen its features, waiting to be
@@ -64,6 +93,23 @@ pub struct Decided {
     pub timings: StageTimings,
 }
 
+impl Decided {
+    /// Counts the decision in `metrics`: outcome, latencies, rule hits,
+    /// degraded.
+    pub fn count(&self, metrics: &Metrics) {
+        let d = &self.decision;
+        metrics.decision(
+            d.decision,
+            d.latency_us,
+            self.timings.as_array(),
+            d.degraded,
+        );
+        for hit in d.hits.iter().chain(&d.shadow_hits) {
+            metrics.rule_hit(&hit.rule);
+        }
+    }
+}
+
 /// Everything that decides, built once from the configuration.
 pub struct Engine {
     parser: EventParser,
@@ -82,12 +128,11 @@ pub struct Engine {
     /// The positions the restored snapshot covers.
     restored: BTreeMap<String, i64>,
     /// Decisions by event id, given again to a redelivered event.
-    recent: crate::recent::RecentDecisions,
+    recent: recent::RecentDecisions,
     /// Stops the background threads (rule watcher, batch refresh).
     stop: Arc<AtomicBool>,
     /// The `verdict` binary that vets a model file in a child process
-    /// before it is loaded here (see [`crate::model_cli`]); unset: loaded
-    /// directly.
+    /// before it is loaded here (see [`vetting`]); unset: loaded directly.
     vet_with: Option<PathBuf>,
 }
 
@@ -288,11 +333,11 @@ fn model_config(config: &Config) -> Option<ModelConfig> {
     Some(mc)
 }
 
-/// Loads a model file in a child process (see [`crate::model_cli`]) before
+/// Loads a model file in a child process (see [`vetting`]) before
 /// this process opens it; a refusal names the manifest. A missing ONNX
 /// Runtime passes: the engine's own load reports it and decides degraded.
 fn vet(exe: &Path, manifest: &Path, ort_library: Option<&Path>) -> Result<()> {
-    match crate::model_cli::vet(exe, manifest, ort_library, crate::model_cli::VET_TIMEOUT) {
+    match vetting::vet(exe, manifest, ort_library, vetting::VET_TIMEOUT) {
         Vetting::Passed(_) | Vetting::RuntimeMissing => Ok(()),
         Vetting::Refused(why) => Err(anyhow::anyhow!(why)),
     }
@@ -473,7 +518,7 @@ impl Engine {
             model_slots,
             snapshot,
             restored,
-            recent: crate::recent::RecentDecisions::new(config.features.recent_decisions),
+            recent: recent::RecentDecisions::new(config.features.recent_decisions),
             stop,
             vet_with,
         })
@@ -542,6 +587,14 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// The versions in use (rule set, model), for `GET /admin/versions`.
+    pub fn versions(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ruleset_version": &*self.ruleset_version(),
+            "model_version": self.model_version().as_deref(),
+        })
     }
 
     /// The version of the serving rule set ("none" without rules).
@@ -613,18 +666,22 @@ impl Engine {
     }
 
     /// Parses one event and reads-then-updates its features. Call in source
-    /// order. A bad event comes back as its dead-letter record (boxed: rare,
-    /// and it keeps the common result small).
+    /// order. A bad event comes back as its dead-letter record.
     pub fn prepare(
         &self,
         bytes: &[u8],
         position: impl FnOnce() -> Position,
         read_at: Instant,
-    ) -> Result<Prepared, Box<DeadLetter>> {
+    ) -> Result<Prepared, Rejected> {
         let mut timings = StageTimings::default();
         let event = match self.parser.parse(bytes) {
             Ok(event) => event,
-            Err(rejection) => return Err(Box::new(DeadLetter::new(position(), &rejection, bytes))),
+            Err(rejection) => {
+                return Err(Rejected {
+                    letter: Box::new(DeadLetter::new(position(), &rejection, bytes)),
+                    kind: rejection.kind(),
+                });
+            }
         };
         timings.parse = read_at.elapsed();
         let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
@@ -768,22 +825,5 @@ impl Engine {
             key,
             timings,
         }
-    }
-}
-
-impl crate::http::Admin for Engine {
-    fn reload_rules(&self) -> Result<String, String> {
-        Engine::reload_rules(self).map(|v| format!("rules reloaded: {v}"))
-    }
-
-    fn reload_model(&self) -> Result<String, String> {
-        Engine::reload_model(self).map(|v| format!("model reloaded: {v}"))
-    }
-
-    fn versions(&self) -> serde_json::Value {
-        serde_json::json!({
-            "ruleset_version": &*self.ruleset_version(),
-            "model_version": self.model_version().as_deref(),
-        })
     }
 }

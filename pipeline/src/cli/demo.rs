@@ -24,9 +24,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::metrics::Metrics;
-use crate::run::Pipeline;
+use crate::service::{Service, shutdown_signal};
 use verdict_gen::{GenConfig, Generator};
 
 /// Run the whole pipeline on an embedded broker with generated traffic.
@@ -136,47 +134,21 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         .or_insert_with(|| "1".into());
     tracing::info!(%brokers, partitions = args.partitions, rate = args.rate, "embedded broker started");
 
-    let engine = Arc::new(Engine::load_vetted(&config, &std::env::current_exe()?)?);
-    let metrics = Arc::new(Metrics::new());
-    engine.attach_metrics(metrics.clone());
-    let ready = Arc::new(AtomicBool::new(false));
-    let pipeline = Pipeline {
-        engine: engine.clone(),
-        metrics: metrics.clone(),
-        kafka: config.kafka.clone(),
-        ready: ready.clone(),
-    };
+    let service = Service::load(&config, &std::env::current_exe()?)?;
+    let pipeline = service.pipeline(config.kafka.clone());
 
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let summary = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&config.http.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (choose another address with --listen)",
-                    config.http.listen
-                )
-            })?;
-        let url = format!("http://{}/metrics", listener.local_addr()?);
-        let state = crate::http::AppState {
-            metrics,
-            engine: Some(engine.clone()),
-            admin: Some(engine),
-            admin_token: config.http.admin_token.clone(),
-            ready,
-            max_body_bytes: config.http.max_body_bytes,
-        };
-        tokio::spawn(crate::http::serve(listener, state));
-        tokio::spawn(crate::run::report_features(
-            pipeline.engine.clone(),
-            pipeline.metrics.clone(),
-        ));
-        eprintln!("verdict demo: metrics at {url}; Ctrl-C stops");
+        let addr = service.serve_http(&config).await.map_err(|e| {
+            e.context("choose another address with --listen")
+        })?;
+        service.start_reporters();
+        eprintln!("verdict demo: metrics at http://{addr}/metrics; Ctrl-C stops");
 
         let interrupted = Arc::new(AtomicBool::new(false));
         let i = interrupted.clone();
         tokio::spawn(async move {
-            crate::http::shutdown_signal().await;
+            shutdown_signal().await;
             i.store(true, Ordering::Relaxed);
         });
 

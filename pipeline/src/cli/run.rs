@@ -1,0 +1,91 @@
+//! `verdict run`: the service. Loads the engine, serves the HTTP API and
+//! runs the Kafka pipeline until SIGTERM; `--check-config` stops after
+//! loading everything it would start with.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::BaseConsumer;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::kafka::{consumer_config, producer_config, unsafe_properties};
+use crate::service::{Service, stop_on_signal};
+
+/// Consume events from Kafka, decide them, and produce decisions and dead
+/// letters keyed by `user_id`.
+///
+/// Offsets are committed only after the outputs of their events are
+/// acknowledged (or, with `kafka.exactly_once`, in the same transaction).
+/// On SIGTERM: stop reading, finish in-flight events, produce, commit, and
+/// exit 0 within `kafka.shutdown_timeout_ms`. The HTTP API (`POST
+/// /v1/decisions`, `/metrics`, `/healthz`, `/readyz`, `/admin/*`) is served
+/// on `[http] listen` meanwhile.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub engine: crate::config::EngineOverrides,
+    /// Check the configuration and everything it names (schema, rules,
+    /// features, model, the Kafka client properties) and print it as
+    /// resolved, credentials redacted; exit 0 when Verdict would start with
+    /// it, 1 with the reasons when not. Connects to no broker.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// What `verdict run` would load before it reads an event: the engine
+/// (every file the configuration names, compiled) and the Kafka clients
+/// (librdkafka refuses an unknown or malformed property when a client is
+/// created, before it connects); properties Verdict cannot honour safely
+/// are refused with the reason.
+fn check_config(config: &Config) -> Result<Engine> {
+    let refused = unsafe_properties(&config.kafka);
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "the Kafka settings cannot be used:\n  {}",
+            refused.join("\n  ")
+        );
+    }
+    let engine = Engine::load_vetted(config, &std::env::current_exe()?)?;
+    let k = &config.kafka;
+    consumer_config(k, 0)
+        .create::<BaseConsumer>()
+        .context("the Kafka consumer settings are not valid ([kafka] consumer_properties)")?;
+    producer_config(k, 0)
+        .create::<rdkafka::producer::BaseProducer>()
+        .context("the Kafka producer settings are not valid ([kafka] producer_properties)")?;
+    Ok(engine)
+}
+
+/// `verdict run`.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let config: Config = args.engine.load()?;
+    if args.check_config {
+        let engine = check_config(&config)?;
+        println!("# The configuration Verdict resolved (credentials redacted):\n");
+        println!("{}", config.redacted_toml());
+        println!(
+            "# ok: rule set {}, model {}, {} lanes; Verdict would start with this configuration",
+            engine.ruleset_version(),
+            engine.model_version().as_deref().unwrap_or("none"),
+            config.kafka.lanes()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let service = Service::load(&config, &std::env::current_exe()?)?;
+    let pipeline = service.pipeline(config.kafka.clone());
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        service.serve_http(&config).await?;
+        service.start_reporters();
+        stop_on_signal(stop.clone());
+        let positions = pipeline.run(stop).await?;
+        // Every event up to the committed positions is in the store: a
+        // restart restores this and resumes from those offsets.
+        service.engine.snapshot_features(&positions)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

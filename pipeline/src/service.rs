@@ -1,0 +1,119 @@
+//! What `verdict run` and `verdict demo` share around the Kafka pipeline:
+//! the engine and metrics they serve, the HTTP listener, the shutdown
+//! signals and the periodic reporters.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, KafkaConfig};
+use crate::engine::Engine;
+use crate::http::AppState;
+use crate::kafka::Pipeline;
+use crate::metrics::Metrics;
+
+/// A loaded engine with its metrics and readiness.
+pub struct Service {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    /// `/readyz`: set by the pipeline while it can decide.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Service {
+    /// Loads the engine of `config` (every model file vetted first by
+    /// `exe`, the `verdict` binary, in a child process) and its metrics.
+    pub fn load(config: &Config, exe: &Path) -> Result<Service> {
+        let engine = Arc::new(Engine::load_vetted(config, exe)?);
+        let metrics = Arc::new(Metrics::new());
+        engine.attach_metrics(metrics.clone());
+        Ok(Service {
+            engine,
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The Kafka pipeline over this engine.
+    pub fn pipeline(&self, kafka: KafkaConfig) -> Pipeline {
+        Pipeline {
+            engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
+            kafka,
+            ready: self.ready.clone(),
+        }
+    }
+
+    /// Binds `[http] listen` and serves the API there until the process
+    /// ends; answers the bound address. Inside a Tokio runtime.
+    pub async fn serve_http(&self, config: &Config) -> Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            metrics: self.metrics.clone(),
+            engine: Some(self.engine.clone()),
+            admin_token: config.http.admin_token.clone(),
+            ready: self.ready.clone(),
+            max_body_bytes: config.http.max_body_bytes,
+            max_in_flight: config.http.max_in_flight,
+        };
+        tokio::spawn(crate::http::serve(listener, state));
+        tracing::info!(url = %format!("http://{addr}/metrics"), "serving HTTP");
+        Ok(addr)
+    }
+
+    /// Exports the feature store's size and counters every few seconds,
+    /// until the process ends. Inside a Tokio runtime.
+    pub fn start_reporters(&self) {
+        let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                if let Some(stats) = engine.feature_stats() {
+                    metrics.set_feature_store(&stats);
+                }
+            }
+        });
+    }
+}
+
+/// Sets `stop` on SIGINT or SIGTERM. Inside a Tokio runtime.
+pub fn stop_on_signal(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,39 @@
+//! What several test files share.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use verdict::metrics::Metrics;
+use verdict_core::{Action, RejectionKind};
+
+/// Metrics with every series touched once, so that the exposition shows
+/// each metric and each label the service exports.
+pub fn every_metric() -> Metrics {
+    let m = Metrics::new();
+    m.event();
+    m.dead_letter(RejectionKind::NotJson);
+    m.decision(Action::Approve, 640, [Duration::from_micros(5); 4], true);
+    m.decision(Action::Review, 640, [Duration::from_micros(5); 4], false);
+    m.decision(Action::Deny, 640, [Duration::from_micros(5); 4], false);
+    m.set_consumer_lag("events", 0, 12);
+    m.rule_hit("model_high_risk");
+    m.observe_model_batch(8);
+    m.model_timeout();
+    m.model_error();
+    m.set_versions("rs-1", "m-1");
+    m.reload("rules", true);
+    m.reload("model", false);
+    m.rebalance("assign");
+    m.output_dropped();
+    m.features_replayed(1);
+    m.set_in_flight(3);
+    m.set_feature_store(&verdict_features::StoreStats {
+        entities: 10,
+        bytes: 4096,
+        late_events: 2,
+        duplicates: 1,
+        evictions: 3,
+    });
+    m
+}
