@@ -219,3 +219,31 @@ fn the_helm_chart_lints_renders_and_its_configuration_checks() {
         });
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Logs written to a file or a pipe (a collector, the demo's log) are
+/// plain text: no terminal colour codes.
+#[test]
+fn logs_carry_no_colour_codes_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"event_id\":\"e-1\",\"event_type\":\"login\",\"timestamp\":0,\"user_id\":\"u\"}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(root())
+        .args(["replay", "--config", "verdict.toml", "--input"])
+        .arg(&events)
+        .arg("--output")
+        .arg(dir.path().join("d.jsonl"))
+        .arg("--dead-letter")
+        .arg(dir.path().join("dl.jsonl"))
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rules loaded"), "tracing lines are there: {err}");
+    assert!(!err.contains('\u{1b}'), "a colour code in:\n{err:?}");
+}
