@@ -265,6 +265,12 @@ pub struct KafkaConfig {
     /// before the committed offset are read again to catch the features up
     /// before its events are decided. 0 turns the catch-up off.
     pub catch_up_max_events: u64,
+    /// When a partition is assigned, at most this many of the newest
+    /// records of each of its output partitions are read back to find the
+    /// events that already have a decision or dead letter past the
+    /// committed offset (after a commit a rebalance refused, or a crash):
+    /// those are not decided again. 0 turns it off.
+    pub resume_scan_max_records: i64,
     /// Raw librdkafka consumer properties (TLS, SASL, fetch settings),
     /// applied after Verdict's own. Numbers and booleans are taken as
     /// their text (`"linger.ms" = 5` is `"5"`).
@@ -297,6 +303,7 @@ impl Default for KafkaConfig {
             exactly_once: false,
             transactional_id: None,
             catch_up_max_events: 10_000_000,
+            resume_scan_max_records: 100_000,
             consumer_properties: Default::default(),
             producer_properties: Default::default(),
         }

@@ -42,7 +42,9 @@ pub struct Metrics {
     feature_evictions: IntCounter,
     feature_replayed: IntCounter,
     rebalances: IntCounterVec,
+    in_rebalance: IntGauge,
     outputs_dropped: IntCounter,
+    resumed: IntCounter,
     /// `decisions` children by outcome (approve, review, deny), resolved
     /// once so that counting a decision looks no label up.
     by_outcome: [IntCounter; 3],
@@ -170,15 +172,30 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let in_rebalance = IntGauge::new(
+            "verdict_lanes_in_rebalance",
+            "Lanes inside a rebalance callback now (draining and committing revoked \
+             partitions, or reading back an assignment's positions).",
+        )
+        .expect("valid metric");
         let outputs_dropped = IntCounter::new(
             "verdict_outputs_dropped_total",
             "Outputs not produced because their partition was revoked before they were \
              decided (past the drain bound); the partition's next owner decides those events.",
         )
         .expect("valid metric");
+        let resumed = IntCounter::new(
+            "verdict_resumed_events_total",
+            "Events of a newly assigned partition whose output was already on the output \
+             topics (written before a crash or a refused commit): read into the features, not \
+             decided again.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(resumed.clone()),
             Box::new(rebalances.clone()),
+            Box::new(in_rebalance.clone()),
             Box::new(outputs_dropped.clone()),
             Box::new(feature_replayed.clone()),
             Box::new(model_errors.clone()),
@@ -236,8 +253,24 @@ impl Metrics {
             feature_evictions,
             feature_replayed,
             rebalances,
+            in_rebalance,
             outputs_dropped,
+            resumed,
         }
+    }
+
+    /// A lane entered (`true`) or left a rebalance callback.
+    pub fn in_rebalance(&self, entered: bool) {
+        if entered {
+            self.in_rebalance.inc();
+        } else {
+            self.in_rebalance.dec();
+        }
+    }
+
+    /// An event not decided again: its output was already there.
+    pub fn resumed(&self) {
+        self.resumed.inc();
     }
 
     /// A lane's part in a rebalance: `assign` or `revoke`.

@@ -1,6 +1,7 @@
 //! The decisions of a fixed traffic file are a golden file: any change to
 //! parsing, features, scoring or rules that changes a decision shows here,
-//! line by line. Only `latency_us` and `decided_at` are redacted.
+//! line by line. Only `latency_us`, `decided_at` and the folder of a dead
+//! letter's input file are redacted.
 //!
 //! `tests/data/golden-traffic.jsonl` was made with `verdict gen --seed 7
 //! --count 4000 --fraud-rate 0.1 --rate 2`; it is decided by `verdict
@@ -27,6 +28,19 @@ fn redact(line: &str) -> String {
             if o.contains_key(key) {
                 o.insert(key.into(), serde_json::Value::from("<redacted>"));
             }
+        }
+        // A dead letter names its input file: keep its name only, so the
+        // golden file holds wherever the repository is checked out.
+        if let Some(file) = o
+            .get_mut("position")
+            .and_then(|p| p.get_mut("file"))
+            .filter(|f| f.is_string())
+        {
+            let name = std::path::Path::new(file.as_str().unwrap_or(""))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            *file = serde_json::Value::from(name);
         }
     }
     serde_json::to_string(&v).expect("a value serialises")

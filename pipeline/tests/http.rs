@@ -62,6 +62,27 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
     (addr, metrics)
 }
 
+/// Sends one HTTP/1.0 request with a body of `content_type`; answers
+/// (status, body).
+async fn request_typed(
+    addr: std::net::SocketAddr,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/decisions HTTP/1.0\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
 /// Sends one HTTP/1.0 request; answers (status, body).
 async fn request(
     addr: std::net::SocketAddr,
@@ -86,6 +107,9 @@ async fn request(
 
 const EVENT: &str = r#"{"event_id":"e-1","event_type":"payment","timestamp":"2026-11-24T08:15:30.250Z","user_id":"u_1","amount":5.0}"#;
 
+/// A user on the block list: denied by `blocked_user`, whatever the score.
+const BLOCKED: &str = r#"{"event_id":"e-2","event_type":"payment","timestamp":"2026-11-24T08:15:31.250Z","user_id":"u_009991","amount":5.0}"#;
+
 #[tokio::test]
 async fn decides_one_event() {
     let addr = start(None).await;
@@ -93,12 +117,47 @@ async fn decides_one_event() {
     assert_eq!(status, 200, "{body}");
     let d: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(d["event_id"], "e-1");
-    assert!(["approve", "review", "deny"].contains(&d["decision"].as_str().unwrap()));
+    assert_eq!(d["decision"], "approve", "a small first payment: {body}");
+    assert_eq!(d["hits"], serde_json::json!([]), "{body}");
     assert_eq!(
         d["degraded"], false,
         "scored by the request's handler: {body}"
     );
-    assert!(d["scores"]["fraud_score"].is_number(), "{body}");
+    assert!(d["scores"]["fraud_score"].as_f64().unwrap() < 0.5, "{body}");
+
+    let (status, body) = request(addr, "POST", "/v1/decisions", "", BLOCKED.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["decision"], "deny", "{body}");
+    assert_eq!(d["hits"][0]["rule"], "blocked_user", "{body}");
+    assert_eq!(
+        d["hits"][0]["reason"],
+        "account on the fraud team's block list"
+    );
+}
+
+/// Requests sent together are decided together, each answered with its
+/// own decision.
+#[tokio::test]
+async fn concurrent_requests_each_get_their_own_decision() {
+    let addr = start(None).await;
+    let requests = (0..50).map(|i| {
+        let user = if i % 5 == 0 { "u_009992".to_owned() } else { format!("u_c{i}") };
+        let event = format!(
+            r#"{{"event_id":"c-{i}","event_type":"payment","timestamp":"2026-11-24T08:15:30.250Z","user_id":"{user}","amount":1.0}}"#
+        );
+        async move {
+            let (status, body) = request(addr, "POST", "/v1/decisions", "", event.as_bytes()).await;
+            (i, status, body)
+        }
+    });
+    for (i, status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+        let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(d["event_id"], format!("c-{i}"));
+        let want = if i % 5 == 0 { "deny" } else { "approve" };
+        assert_eq!(d["decision"], want, "{body}");
+    }
 }
 
 #[tokio::test]
@@ -107,9 +166,42 @@ async fn bad_event_is_422_with_its_reason() {
     let (status, body) = request(addr, "POST", "/v1/decisions", "", b"{not json").await;
     assert_eq!(status, 422);
     let d: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(d["reason"].as_str().is_some_and(|r| !r.is_empty()));
-    let (status, _) = request(addr, "POST", "/v1/decisions", "", &[b'x'; 10_000]).await;
-    assert_eq!(status, 413);
+    assert_eq!(d["kind"], "not_json", "{body}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not valid JSON")),
+        "{body}"
+    );
+}
+
+/// A body over the limit (413) and one that is not JSON by its content type
+/// (415) answer the same JSON shape as a 422.
+#[tokio::test]
+async fn refusals_answer_the_same_json_shape() {
+    let addr = start(None).await;
+    let (status, body) = request(addr, "POST", "/v1/decisions", "", &[b'x'; 10_000]).await;
+    assert_eq!(status, 413, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["kind"], "too_large", "{body}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("4096 bytes"),
+        "{body}"
+    );
+
+    let (status, body) = request_typed(addr, "text/plain", EVENT.as_bytes()).await;
+    assert_eq!(status, 415, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["kind"], "unsupported_media_type", "{body}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
+
+    let (status, body) = request(addr, "GET", "/admin/versions", "", b"").await;
+    assert_eq!(status, 401);
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["kind"], "unauthorised", "{body}");
 }
 
 #[tokio::test]
@@ -150,8 +242,6 @@ async fn admin_requires_the_bearer_token() {
         text.contains("verdict_reloads_total{component=\"model\",result=\"success\"} 1"),
         "{text}"
     );
-    // Not ready until a consumer holds an assignment.
-    assert_eq!(request(addr, "GET", "/readyz", "", b"").await.0, 503);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@
 //! cooperative protocols alike. While it waits it keeps serving the lane's
 //! commands, so the two never wait on each other.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,6 +41,7 @@ use crate::metrics::Metrics;
 use super::LaneProducer;
 use super::catch_up::{self, Applied, CatchUp};
 use super::config::consumer_config;
+use super::resume;
 
 /// At most this many messages already fetched go to the lane in one
 /// batch: enough for full model batches, few enough that the first of
@@ -113,12 +114,28 @@ pub enum FromKafka {
     /// Partitions now the lane's (all of them after an eager rebalance,
     /// the added ones after a cooperative one), read from their committed
     /// offsets.
-    Assigned(Vec<i32>),
+    Assigned(Vec<Assignment>),
     /// Partitions about to be taken away: finish them and answer.
     Revoking(Revoking),
     /// An asynchronous commit of these partitions failed: commit them
     /// again next time.
     CommitFailed(Vec<i32>),
+}
+
+/// One partition assigned to the lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub partition: i32,
+    /// Offsets at or past the committed one whose output is already on the
+    /// output topics (see [`super::resume`]), ascending: not decided again.
+    pub already_decided: Vec<i64>,
+}
+
+/// The partition counts of the output topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputTopics {
+    pub decisions: i32,
+    pub dead_letters: i32,
 }
 
 /// A revoke waiting for the lane's answer.
@@ -168,8 +185,9 @@ pub enum Command {
     Committed {
         reply: oneshot::Sender<Vec<(i32, i64)>>,
     },
-    /// A catch-up of these partitions is over: resume them.
-    CaughtUp(Vec<CatchUp>),
+    /// The catch-up `job` of these partitions is over: resume those it
+    /// still stands for.
+    CaughtUp { job: u64, jobs: Vec<CatchUp> },
     /// Leave the group and end the thread.
     Close,
 }
@@ -198,6 +216,7 @@ pub struct Setup {
     pub applied: Arc<Applied>,
     pub metrics: Arc<Metrics>,
     pub producer: Arc<LaneProducer>,
+    pub outputs: OutputTopics,
     pub status: Arc<Status>,
     /// Set on shutdown: stops catch-ups early.
     pub stop: Arc<AtomicBool>,
@@ -224,6 +243,7 @@ pub fn start(setup: Setup) -> Result<KafkaThread> {
         commands_tx: commands_tx.clone(),
         batch: Mutex::new(Batch::default()),
         catching_up: Mutex::default(),
+        next_job: Default::default(),
         closing: AtomicBool::new(false),
         in_callback: AtomicBool::new(false),
         failed_commits: Mutex::default(),
@@ -257,8 +277,11 @@ struct Context {
     /// across a poll: a callback inside a poll takes it to send what was
     /// read before the rebalance ahead of the news of it.
     batch: Mutex<Batch>,
-    /// Partitions paused for a catch-up.
-    catching_up: Mutex<HashSet<i32>>,
+    /// Partitions paused for a catch-up, each with the catch-up it waits
+    /// for (a partition revoked and assigned again waits for the newer).
+    catching_up: Mutex<HashMap<i32, u64>>,
+    /// The id of the next catch-up.
+    next_job: std::sync::atomic::AtomicU64,
     /// Set once the lane asked to close: the callbacks of the consumer's
     /// own close have nothing left to do.
     closing: AtomicBool,
@@ -278,6 +301,10 @@ fn run(consumer: BaseConsumer<Context>) {
             if !ctx.serve(&consumer, command) {
                 break 'outer;
             }
+        }
+        // A close served while waiting for room to send (see `send`).
+        if ctx.closing.load(Ordering::Relaxed) {
+            break;
         }
         let mut read = 0;
         let mut wait = POLL;
@@ -329,10 +356,13 @@ impl Context {
     }
 
     /// Sends `message` to the lane, waiting for room while serving the
-    /// lane's commands; false when the lane is gone.
+    /// lane's commands; false when the lane is gone or asked to close.
     fn send(&self, consumer: &BaseConsumer<Context>, message: FromKafka) -> bool {
         let mut message = message;
         loop {
+            if self.closing.load(Ordering::Relaxed) {
+                return false;
+            }
             match self.setup.to_lane.try_send(message) {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -383,7 +413,7 @@ impl Context {
                 }
                 let _ = reply.send(out);
             }
-            Command::CaughtUp(jobs) => self.resume(consumer, &jobs),
+            Command::CaughtUp { job, jobs } => self.resume(consumer, job, &jobs),
             Command::Close => return false,
         }
         true
@@ -407,7 +437,8 @@ impl Context {
     /// A synchronous commit, retried while the group rebalances (polling
     /// the consumer so that the rebalance completes; what such a poll
     /// returns is not decided, so its offsets are never committed here),
-    /// within the shutdown bound.
+    /// within the shutdown bound. Inside a rebalance callback it is tried
+    /// once: the group cannot settle while this member waits in it.
     fn commit_sync(
         &self,
         consumer: &BaseConsumer<Context>,
@@ -427,12 +458,8 @@ impl Context {
                     RDKafkaErrorCode::RebalanceInProgress
                     | RDKafkaErrorCode::IllegalGeneration
                     | RDKafkaErrorCode::UnknownMemberId,
-                )) if Instant::now() < until => {
-                    if self.in_callback.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(100));
-                    } else {
-                        let _ = consumer.poll(Duration::from_millis(100));
-                    }
+                )) if Instant::now() < until && !self.in_callback.load(Ordering::Relaxed) => {
+                    let _ = consumer.poll(Duration::from_millis(100));
                 }
                 Err(e) => return Err(format!("cannot commit offsets: {e}")),
             }
@@ -538,20 +565,146 @@ impl Context {
         }
     }
 
-    /// An assignment: tells the lane, then plans the partitions' feature
-    /// catch-up (pausing those that need one).
+    /// An assignment: finds the events past the committed offsets that
+    /// already have an output, tells the lane, then plans the partitions'
+    /// feature catch-up (pausing those that need one).
     fn assigned(&self, consumer: &BaseConsumer<Context>, partitions: Vec<i32>) {
         let lane = self.setup.lane;
         self.setup.metrics.rebalance("assign");
         if !self.flush_batch(consumer) {
             return;
         }
-        tracing::info!(lane, partitions = ?partitions, "rebalance: partitions assigned");
-        if !self.send(consumer, FromKafka::Assigned(partitions.clone())) {
+        let k = &self.setup.kafka;
+        let timeout = Duration::from_secs(10);
+        let committed = if partitions.is_empty() {
+            None
+        } else {
+            let mut tpl = TopicPartitionList::new();
+            for &p in &partitions {
+                tpl.add_partition(&k.events_topic, p);
+            }
+            match consumer.committed_offsets(tpl, timeout) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(
+                        lane,
+                        error = %e,
+                        "cannot read the committed offsets of the assigned partitions; events \
+                         past them are decided again and their features are not caught up"
+                    );
+                    None
+                }
+            }
+        };
+        let assignments: Vec<Assignment> = partitions
+            .iter()
+            .map(|&p| {
+                let from = committed.as_ref().and_then(|c| {
+                    match c.find_partition(&k.events_topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => Some(o),
+                        // Nothing committed: from the oldest event kept.
+                        _ => consumer
+                            .fetch_watermarks(&k.events_topic, p, timeout)
+                            .ok()
+                            .map(|(low, _)| low),
+                    }
+                });
+                Assignment {
+                    partition: p,
+                    already_decided: from.map_or_else(Vec::new, |c| self.already_decided(p, c)),
+                }
+            })
+            .collect();
+        let resumed: usize = assignments.iter().map(|a| a.already_decided.len()).sum();
+        tracing::info!(
+            lane,
+            partitions = ?partitions,
+            already_decided = resumed,
+            "rebalance: partitions assigned"
+        );
+        if !self.send(consumer, FromKafka::Assigned(assignments)) {
             return;
         }
         self.count_partitions(consumer);
-        self.plan_catch_up(consumer, &partitions);
+        if let Some(committed) = committed {
+            self.plan_catch_up(consumer, &committed);
+        }
+        // A partition paused for a catch-up and revoked before it ended
+        // stays paused in the client: one assigned again without a
+        // catch-up to wait for is resumed here.
+        let mut flowing = TopicPartitionList::new();
+        {
+            let catching = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
+            for &p in &partitions {
+                if !catching.contains_key(&p) {
+                    flowing.add_partition(&k.events_topic, p);
+                }
+            }
+        }
+        if flowing.count() > 0
+            && let Err(e) = consumer.resume(&flowing)
+        {
+            tracing::warn!(lane, error = %e, "cannot resume assigned partitions");
+        }
+    }
+
+    /// The offsets of input `partition` at or past `committed` whose
+    /// output is already on the output topics (see [`super::resume`]).
+    fn already_decided(&self, partition: i32, committed: i64) -> Vec<i64> {
+        let s = &self.setup;
+        let k = &s.kafka;
+        if k.resume_scan_max_records <= 0 {
+            return Vec::new();
+        }
+        let mut decided = Vec::new();
+        let mut complete = true;
+        for (topic, count) in [
+            (&k.decisions_topic, s.outputs.decisions),
+            (&k.dead_letters_topic, s.outputs.dead_letters),
+        ] {
+            let scanned: Vec<i32> = match resume::output_partition(partition, count) {
+                Some(q) => vec![q],
+                None => (0..count).collect(),
+            };
+            for q in scanned {
+                match resume::scan(
+                    k,
+                    s.lane,
+                    topic,
+                    q,
+                    partition,
+                    committed,
+                    k.resume_scan_max_records,
+                ) {
+                    Ok(found) => {
+                        complete &= found.complete;
+                        decided.extend(found.decided);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            lane = s.lane,
+                            partition,
+                            error = %e,
+                            "cannot read back the newest outputs; events past the committed \
+                             offset are decided again"
+                        );
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+        if !complete {
+            tracing::warn!(
+                lane = s.lane,
+                partition,
+                max = k.resume_scan_max_records,
+                "the newest outputs read back do not reach the committed offset \
+                 (kafka.resume_scan_max_records): older events past it are decided again"
+            );
+        }
+        decided.sort_unstable();
+        decided.dedup();
+        decided
     }
 
     fn count_partitions(&self, consumer: &BaseConsumer<Context>) {
@@ -562,30 +715,14 @@ impl Context {
     /// For each assigned partition whose events before the committed offset
     /// are not all in the feature store, pauses it and starts its catch-up
     /// on a thread of its own.
-    fn plan_catch_up(&self, consumer: &BaseConsumer<Context>, parts: &[i32]) {
+    fn plan_catch_up(&self, consumer: &BaseConsumer<Context>, committed: &TopicPartitionList) {
         let s = &self.setup;
         let k = &s.kafka;
-        if k.catch_up_max_events == 0 || s.engine.feature_store().is_none() || parts.is_empty() {
+        if k.catch_up_max_events == 0 || s.engine.feature_store().is_none() {
             return;
         }
         let timeout = Duration::from_secs(10);
-        let mut tpl = TopicPartitionList::new();
-        for &p in parts {
-            tpl.add_partition(&k.events_topic, p);
-        }
-        let committed = match consumer.committed_offsets(tpl, timeout) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(
-                    lane = s.lane,
-                    error = %e,
-                    "cannot read the committed offsets of the assigned partitions; their \
-                     features are not caught up"
-                );
-                return;
-            }
-        };
-        let jobs = catch_up::plan(&committed, &s.applied, k.catch_up_max_events, |p| {
+        let jobs = catch_up::plan(committed, &s.applied, k.catch_up_max_events, |p| {
             consumer
                 .fetch_watermarks(&k.events_topic, p, timeout)
                 .map_or(0, |(low, _)| low)
@@ -605,9 +742,10 @@ impl Context {
                  see incomplete features"
             );
         }
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
         {
             let mut catching = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
-            catching.extend(jobs.iter().map(|j| j.partition));
+            catching.extend(jobs.iter().map(|j| (j.partition, job)));
             s.status
                 .catching_up
                 .store(catching.len(), Ordering::Relaxed);
@@ -625,22 +763,25 @@ impl Context {
             .name(format!("catch-up-{lane}"))
             .spawn(move || {
                 catch_up::catch_up(lane, &engine, &applied, &metrics, &k, &jobs, &stop);
-                let _ = done.send(Command::CaughtUp(jobs));
+                let _ = done.send(Command::CaughtUp { job, jobs });
             });
         if let Err(e) = spawned {
             tracing::error!(lane = s.lane, error = %e, "cannot start the feature catch-up");
         }
     }
 
-    /// Resumes the partitions of a finished catch-up that are still
-    /// assigned.
-    fn resume(&self, consumer: &BaseConsumer<Context>, done: &[CatchUp]) {
+    /// Resumes the partitions of finished catch-up `job` that still wait
+    /// for it (still assigned, and not assigned again since).
+    fn resume(&self, consumer: &BaseConsumer<Context>, job: u64, done: &[CatchUp]) {
         let topic = &self.setup.kafka.events_topic;
         let assigned = consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         {
             let mut catching = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
             for j in done {
+                if catching.get(&j.partition) != Some(&job) {
+                    continue;
+                }
                 catching.remove(&j.partition);
                 if assigned.find_partition(topic, j.partition).is_some() {
                     tpl.add_partition(topic, j.partition);
@@ -697,7 +838,9 @@ impl ConsumerContext for Context {
             let parts = partitions_of(&self.setup.kafka.events_topic, tpl);
             if !parts.is_empty() {
                 self.in_callback.store(true, Ordering::Relaxed);
+                self.setup.metrics.in_rebalance(true);
                 self.revoke(consumer, parts);
+                self.setup.metrics.in_rebalance(false);
                 self.in_callback.store(false, Ordering::Relaxed);
             }
         }
@@ -709,11 +852,24 @@ impl ConsumerContext for Context {
                 if !self.closing.load(Ordering::Relaxed) {
                     let parts = partitions_of(&self.setup.kafka.events_topic, tpl);
                     self.in_callback.store(true, Ordering::Relaxed);
+                    self.setup.metrics.in_rebalance(true);
                     self.assigned(consumer, parts);
+                    self.setup.metrics.in_rebalance(false);
                     self.in_callback.store(false, Ordering::Relaxed);
                 }
             }
-            Rebalance::Revoke(_) => self.count_partitions(consumer),
+            Rebalance::Revoke(tpl) => {
+                let mut catching = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
+                for p in partitions_of(&self.setup.kafka.events_topic, tpl) {
+                    catching.remove(&p);
+                }
+                self.setup
+                    .status
+                    .catching_up
+                    .store(catching.len(), Ordering::Relaxed);
+                drop(catching);
+                self.count_partitions(consumer);
+            }
             Rebalance::Error(e) => {
                 tracing::warn!(lane = self.setup.lane, error = %e, "rebalance failed")
             }

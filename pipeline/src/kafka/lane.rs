@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use crossbeam_channel as cb;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use tokio::sync::{mpsc, oneshot};
 use verdict_core::Position;
@@ -28,8 +29,9 @@ use crate::window::Window;
 
 use super::LaneProducer;
 use super::catch_up::Applied;
-use super::consumer::{Batch, Command, Drained, FromKafka, Revoking};
+use super::consumer::{Batch, Command, Drained, FromKafka, OutputTopics, Revoking};
 use super::offsets::{Epoch, Offsets};
+use super::resume;
 
 /// The producer's acknowledgement of one output.
 #[derive(Debug)]
@@ -48,6 +50,7 @@ pub struct Lane {
     pub kafka: KafkaConfig,
     pub applied: Arc<Applied>,
     pub producer: Arc<LaneProducer>,
+    pub outputs: OutputTopics,
     pub acks: mpsc::UnboundedReceiver<Ack>,
     pub from_kafka: mpsc::Receiver<FromKafka>,
     pub commands: cb::Sender<Command>,
@@ -82,6 +85,12 @@ struct State {
     out: Vec<u8>,
     /// A revoke waiting for its partitions to drain, and until when.
     revoking: Option<(Revoking, Instant)>,
+    outputs: OutputTopics,
+    /// The `verdict.input` header of the output being produced.
+    input_header: Vec<u8>,
+    /// Per partition, the offsets ahead whose output is already on the
+    /// topics (ascending); empty for almost every partition.
+    already_decided: std::collections::HashMap<i32, std::collections::VecDeque<i64>>,
 }
 
 impl Lane {
@@ -96,6 +105,7 @@ impl Lane {
             kafka,
             applied,
             producer,
+            outputs,
             mut acks,
             mut from_kafka,
             commands,
@@ -115,6 +125,9 @@ impl Lane {
             in_transaction: false,
             out: Vec::with_capacity(1024),
             revoking: None,
+            outputs,
+            input_header: Vec::with_capacity(24),
+            already_decided: Default::default(),
         };
         let mut window = Window::new(k.max_in_flight);
         let max_in_flight = k.max_in_flight.max(1);
@@ -176,9 +189,17 @@ impl Lane {
                                     continue;
                                 };
                                 let read_at = Instant::now();
-                                state.metrics.event();
                                 applied.advance(m.partition, m.offset);
-                                state.offsets.read(m.partition);
+                                if state.was_decided(m.partition, m.offset) {
+                                    // Its output is on the topic already: its
+                                    // features only.
+                                    engine.replay_features(batch.payload(m));
+                                    state.offsets.already_decided(m.partition, m.offset);
+                                    state.metrics.resumed();
+                                    continue;
+                                }
+                                state.metrics.event();
+                                state.offsets.read(m.partition, m.offset);
                                 let topic = &k.events_topic;
                                 let (partition, offset) = (m.partition, m.offset);
                                 let prepared = engine
@@ -207,9 +228,14 @@ impl Lane {
                         // see its model replies until the burst was read.
                         tokio::task::consume_budget().await;
                     }
-                    Some(FromKafka::Assigned(partitions)) => {
-                        for p in partitions {
-                            state.offsets.assign(p);
+                    Some(FromKafka::Assigned(assignments)) => {
+                        for a in assignments {
+                            state.offsets.assign(a.partition);
+                            if a.already_decided.is_empty() {
+                                state.already_decided.remove(&a.partition);
+                            } else {
+                                state.already_decided.insert(a.partition, a.already_decided.into());
+                            }
                         }
                     }
                     Some(FromKafka::Revoking(r)) => {
@@ -255,6 +281,28 @@ pub fn decode(opaque: usize) -> (i32, i64) {
 }
 
 impl State {
+    /// True when the event at `offset` already has its output on the
+    /// topics (read back when its partition was assigned).
+    fn was_decided(&mut self, partition: i32, offset: i64) -> bool {
+        if self.already_decided.is_empty() {
+            return false;
+        }
+        let Some(ahead) = self.already_decided.get_mut(&partition) else {
+            return false;
+        };
+        while ahead.front().is_some_and(|&o| o < offset) {
+            ahead.pop_front();
+        }
+        let decided = ahead.front() == Some(&offset);
+        if decided {
+            ahead.pop_front();
+        }
+        if ahead.is_empty() {
+            self.already_decided.remove(&partition);
+        }
+        decided
+    }
+
     fn ack(&mut self, ack: Ack) -> Result<()> {
         if let Some(e) = ack.error {
             bail!(
@@ -277,7 +325,7 @@ impl State {
         }
         let k = &self.kafka;
         self.out.clear();
-        let (topic, key): (&str, &[u8]) = match &output {
+        let (topic, key, partitions): (&str, &[u8], i32) = match &output {
             Output::Decision(decided) => {
                 serde_json::to_writer(&mut self.out, &decided.decision)
                     .context("serialising a decision")?;
@@ -285,15 +333,21 @@ impl State {
                 (
                     &k.decisions_topic,
                     decided.key.as_deref().unwrap_or("").as_bytes(),
+                    self.outputs.decisions,
                 )
             }
             Output::DeadLetter(rejected) => {
                 serde_json::to_writer(&mut self.out, &rejected.letter)
                     .context("serialising a dead letter")?;
                 self.metrics.dead_letter(rejected.kind);
-                (&k.dead_letters_topic, tag.key.as_deref().unwrap_or(b""))
+                (
+                    &k.dead_letters_topic,
+                    tag.key.as_deref().unwrap_or(b""),
+                    self.outputs.dead_letters,
+                )
             }
         };
+        resume::encode_input(&mut self.input_header, tag.partition, tag.offset);
         if k.exactly_once && !self.in_transaction {
             self.producer
                 .begin_transaction()
@@ -302,7 +356,14 @@ impl State {
         }
         let mut record = BaseRecord::with_opaque_to(topic, encode(tag.partition, tag.offset))
             .key(key)
-            .payload(self.out.as_slice());
+            .payload(self.out.as_slice())
+            .headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: resume::INPUT_HEADER,
+                value: Some(self.input_header.as_slice()),
+            }));
+        if let Some(p) = resume::output_partition(tag.partition, partitions) {
+            record = record.partition(p);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

@@ -57,7 +57,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use crossbeam_channel as cb;
 use rdkafka::ClientContext;
-use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
@@ -69,6 +69,7 @@ pub mod config;
 pub mod consumer;
 pub mod lane;
 pub mod offsets;
+pub mod resume;
 
 pub use catch_up::Applied;
 pub use config::{consumer_config, producer_config, unsafe_properties};
@@ -93,6 +94,42 @@ impl ProducerContext for Acks {
             error,
         });
     }
+}
+
+/// The partition counts of the output topics, asked of the brokers
+/// (off the async workers); a topic that does not exist is an error that
+/// says so.
+async fn output_topics(k: &KafkaConfig) -> Result<consumer::OutputTopics> {
+    let k = k.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &k.brokers)
+            .create()
+            .context("cannot create a Kafka client")?;
+        let count = |topic: &str| -> Result<i32> {
+            let metadata = client
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(30))
+                .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+            let n = metadata
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none())
+                .map_or(0, |t| t.partitions().len() as i32);
+            anyhow::ensure!(
+                n > 0,
+                "topic {topic} does not exist on {}: create it (kafka.decisions_topic and \
+                 kafka.dead_letters_topic name Verdict's outputs)",
+                k.brokers
+            );
+            Ok(n)
+        };
+        Ok(consumer::OutputTopics {
+            decisions: count(&k.decisions_topic)?,
+            dead_letters: count(&k.dead_letters_topic)?,
+        })
+    })
+    .await?
 }
 
 /// The Kafka pipeline's parts.
@@ -124,6 +161,7 @@ impl Pipeline {
             exactly_once = k.exactly_once,
             "consuming"
         );
+        let outputs = output_topics(k).await?;
         let finished = Arc::new(tokio::sync::Barrier::new(lanes));
         let applied = Arc::new(Applied::from_snapshot(
             &k.events_topic,
@@ -161,6 +199,7 @@ impl Pipeline {
                 applied: applied.clone(),
                 metrics: self.metrics.clone(),
                 producer: producer.clone(),
+                outputs,
                 status,
                 stop: stop.clone(),
                 to_lane,
@@ -173,6 +212,7 @@ impl Pipeline {
                 kafka: k.clone(),
                 applied: applied.clone(),
                 producer,
+                outputs,
                 acks,
                 from_kafka,
                 commands: thread.commands,

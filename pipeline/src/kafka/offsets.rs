@@ -8,8 +8,9 @@
 //!   partition's next owner decides it again from the committed offset);
 //!   a partition the lane keeps through a rebalance keeps its epoch and
 //!   nothing of it is dropped;
-//! - the events read but not yet produced (`unemitted`), and the produced
-//!   offsets waiting for their acknowledgement, in read order;
+//! - every event read and not yet behind the safe offset, in read order,
+//!   with where it stands: being decided, produced and waiting for its
+//!   acknowledgement, or done;
 //! - the *safe* offset: the next one to commit, past which every event's
 //!   output is acknowledged. It only ever advances over a contiguous
 //!   acknowledged prefix, so a commit never runs ahead of an output.
@@ -24,20 +25,50 @@ use std::collections::{BTreeMap, VecDeque};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Epoch(u64);
 
+/// Where one event read stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Being decided.
+    Reading,
+    /// Produced, waiting for its acknowledgement.
+    Produced,
+    /// Acknowledged (or safe without one: inside a transaction, or its
+    /// output was already on the topic).
+    Done,
+}
+
 #[derive(Debug)]
 struct Part {
     epoch: Epoch,
-    /// Events read (pushed into the window) and not yet produced or
-    /// dropped.
-    unemitted: usize,
-    /// Produced offsets in read order, each with whether its output was
-    /// acknowledged. Offsets increase, so an acknowledgement is found by
-    /// binary search.
-    produced: VecDeque<(i64, bool)>,
+    /// Every event read and not yet behind the safe offset, in read order
+    /// (offsets increase, so an event is found by binary search).
+    events: VecDeque<(i64, Stage)>,
     /// Everything before it is safe to commit.
     safe: Option<i64>,
     /// What was last handed to a commit.
     committed: Option<i64>,
+}
+
+impl Part {
+    fn find(&mut self, offset: i64) -> Option<&mut Stage> {
+        let i = self
+            .events
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .ok()?;
+        Some(&mut self.events[i].1)
+    }
+
+    /// Moves the safe offset over the done prefix.
+    fn advance(&mut self) {
+        while let Some(&(o, Stage::Done)) = self.events.front() {
+            self.safe = Some(o + 1);
+            self.events.pop_front();
+        }
+    }
+
+    fn count(&self, stage: Stage) -> usize {
+        self.events.iter().filter(|(_, s)| *s == stage).count()
+    }
 }
 
 /// The bookkeeping of one lane.
@@ -83,13 +114,12 @@ impl Offsets {
             partition,
             Part {
                 epoch,
-                unemitted: 0,
-                produced: VecDeque::new(),
+                events: VecDeque::new(),
                 safe: None,
                 committed: None,
             },
         ) {
-            self.pending -= old.produced.iter().filter(|(_, acked)| !acked).count();
+            self.pending -= old.count(Stage::Produced);
         }
         epoch
     }
@@ -108,10 +138,21 @@ impl Offsets {
         self.parts.keys().copied()
     }
 
-    /// An event of `partition` was read and is being decided.
-    pub fn read(&mut self, partition: i32) {
+    /// The event at `offset` of `partition` was read and is being decided.
+    pub fn read(&mut self, partition: i32, offset: i64) {
         if let Some(p) = self.parts.get_mut(&partition) {
-            p.unemitted += 1;
+            debug_assert!(p.events.back().is_none_or(|(o, _)| *o < offset));
+            p.events.push_back((offset, Stage::Reading));
+        }
+    }
+
+    /// The event at `offset` was read and already has its output on the
+    /// topic (written before the partition came to this lane): it is done
+    /// in its turn, without being decided again.
+    pub fn already_decided(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.parts.get_mut(&partition) {
+            p.events.push_back((offset, Stage::Done));
+            p.advance();
         }
     }
 
@@ -119,18 +160,24 @@ impl Offsets {
     /// produced. False when its partition was revoked (or revoked and
     /// assigned again) since it was read: the output must be dropped.
     pub fn produce(&mut self, partition: i32, epoch: Epoch, offset: i64) -> bool {
+        let transactional = self.transactional;
         let Some(p) = self.parts.get_mut(&partition) else {
             return false;
         };
         if p.epoch != epoch {
             return false;
         }
-        p.unemitted = p.unemitted.saturating_sub(1);
-        if self.transactional {
-            p.safe = Some(offset + 1);
+        let Some(stage) = p.find(offset) else {
+            return false;
+        };
+        if *stage != Stage::Reading {
+            return false;
+        }
+        if transactional {
+            *stage = Stage::Done;
+            p.advance();
         } else {
-            debug_assert!(p.produced.back().is_none_or(|(o, _)| *o < offset));
-            p.produced.push_back((offset, false));
+            *stage = Stage::Produced;
             self.pending += 1;
         }
         true
@@ -144,16 +191,13 @@ impl Offsets {
         let Some(p) = self.parts.get_mut(&partition) else {
             return;
         };
-        if let Ok(i) = p.produced.binary_search_by_key(&offset, |(o, _)| *o)
-            && !p.produced[i].1
+        if let Some(stage) = p.find(offset)
+            && *stage == Stage::Produced
         {
-            p.produced[i].1 = true;
+            *stage = Stage::Done;
             self.pending -= 1;
         }
-        while let Some(&(o, true)) = p.produced.front() {
-            p.safe = Some(o + 1);
-            p.produced.pop_front();
-        }
+        p.advance();
     }
 
     /// Outputs produced and not yet acknowledged.
@@ -164,11 +208,9 @@ impl Offsets {
     /// True when every event read of `partitions` has its output produced
     /// and acknowledged (or, transactional, produced).
     pub fn drained(&self, partitions: &[i32]) -> bool {
-        partitions.iter().all(|p| {
-            self.parts
-                .get(p)
-                .is_none_or(|p| p.unemitted == 0 && p.produced.is_empty())
-        })
+        partitions
+            .iter()
+            .all(|p| self.parts.get(p).is_none_or(|p| p.events.is_empty()))
     }
 
     /// The offsets to commit now (partition, next offset) — every safe
@@ -222,14 +264,13 @@ impl Offsets {
             let Some(p) = self.parts.remove(&partition) else {
                 continue;
             };
-            let unacked = p.produced.iter().filter(|(_, acked)| !acked).count();
-            self.pending -= unacked;
+            self.pending -= p.count(Stage::Produced);
             out.push(Released {
                 partition,
                 // Committed again even when an asynchronous commit already
                 // carried it: that one may not have completed.
                 commit: p.safe,
-                abandoned: p.unemitted + p.produced.len(),
+                abandoned: p.events.len(),
             });
         }
         out
@@ -243,7 +284,7 @@ mod tests {
     fn produced(o: &mut Offsets, partition: i32, offsets: std::ops::Range<i64>) {
         let e = o.epoch(partition).unwrap();
         for off in offsets {
-            o.read(partition);
+            o.read(partition, off);
             assert!(o.produce(partition, e, off));
         }
     }
@@ -274,7 +315,7 @@ mod tests {
         let mut o = Offsets::new(false);
         let e = o.assign(3);
         for off in [5, 9, 20] {
-            o.read(3);
+            o.read(3, off);
             assert!(o.produce(3, e, off));
         }
         o.ack(3, 20);
@@ -318,8 +359,8 @@ mod tests {
         let e0 = o.assign(0);
         let e1 = o.assign(1);
         for p in [0, 1] {
-            o.read(p);
-            o.read(p);
+            o.read(p, 0);
+            o.read(p, 1);
         }
         assert!(o.produce(0, e0, 0));
         o.ack(0, 0);
@@ -341,6 +382,7 @@ mod tests {
         let again = o.assign(0);
         assert_ne!(again, e0);
         assert!(!o.produce(0, e0, 1));
+        o.read(0, 1);
         assert!(o.produce(0, again, 1));
     }
 
@@ -380,8 +422,8 @@ mod tests {
     fn transactional_offsets_are_safe_once_produced() {
         let mut o = Offsets::new(true);
         let e = o.assign(2);
-        o.read(2);
-        o.read(2);
+        o.read(2, 7);
+        o.read(2, 8);
         assert!(o.produce(2, e, 7));
         assert!(!o.drained(&[2]), "one event is still being decided");
         assert!(o.produce(2, e, 8));
@@ -391,10 +433,27 @@ mod tests {
     }
 
     #[test]
+    fn events_already_decided_count_as_acknowledged_in_order() {
+        let mut o = Offsets::new(false);
+        let e = o.assign(0);
+        o.already_decided(0, 4);
+        assert_eq!(o.take_commit(), [(0, 5)]);
+        // Read before an already-decided one, produced after it.
+        o.read(0, 5);
+        o.already_decided(0, 6);
+        assert!(o.produce(0, e, 5));
+        assert_eq!(o.take_commit(), [], "5 is not acknowledged yet");
+        o.ack(0, 5);
+        assert_eq!(o.take_commit(), [(0, 7)]);
+        assert_eq!(o.pending(), 0);
+        assert!(o.drained(&[0]));
+    }
+
+    #[test]
     fn drained_waits_for_reads_and_acknowledgements() {
         let mut o = Offsets::new(false);
         let e = o.assign(0);
-        o.read(0);
+        o.read(0, 0);
         assert!(!o.drained(&[0]));
         assert!(o.produce(0, e, 0));
         assert!(!o.drained(&[0]));

@@ -1,9 +1,10 @@
 """A real Kafka client (confluent-kafka) for Verdict's end-to-end test.
 
-    client.py produce BROKERS TOPIC FILE [--one-per-batch]
+    client.py produce BROKERS TOPIC FILE [--one-per-batch] [--rate N]
         Produces every line of FILE (JSON lines) to TOPIC, keyed by the
         line's user_id when it has one, and waits for every acknowledgement.
-        With --one-per-batch every record is a record batch of its own.
+        With --one-per-batch every record is a record batch of its own; with
+        --rate N, N records per second of wall-clock time.
 
     client.py collect BROKERS EVENTS_FILE DECISIONS_TOPIC DEAD_TOPIC TIMEOUT_S [EVENTS_TOPIC GROUP]
         Reads decisions and dead letters from the start until every line of
@@ -19,6 +20,7 @@
 import json
 import sys
 import time
+from collections import Counter
 
 from confluent_kafka import Consumer, Producer
 
@@ -27,6 +29,10 @@ def produce(brokers, topic, path, *options):
     config = {"bootstrap.servers": brokers, "acks": "all", "linger.ms": 5}
     if "--one-per-batch" in options:
         config["batch.num.messages"] = 1
+    rate = None
+    if "--rate" in options:
+        rate = float(options[options.index("--rate") + 1])
+    started = time.time()
     p = Producer(config)
     failed = []
 
@@ -53,6 +59,10 @@ def produce(brokers, topic, path, *options):
                     p.poll(0.1)
             n += 1
             p.poll(0)
+            if rate is not None:
+                ahead = n / rate - (time.time() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
     left = p.flush(60)
     if left or failed:
         print(f"produce: {left} unflushed, {len(failed)} failed: {failed[:3]}", file=sys.stderr)
@@ -111,7 +121,8 @@ def locate(brokers, topic, group, wanted):
 
 def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s, events_topic=None, group=None):
     expected_ids = {}
-    expected_dead = set()
+    # Malformed lines can repeat: each occurrence is owed one dead letter.
+    expected_dead = Counter()
     with open(events_path, "rb") as f:
         for line in f:
             line = line.rstrip(b"\n")
@@ -123,7 +134,7 @@ def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s, events
             if isinstance(event_id, str):
                 expected_ids[event_id] = line
             else:
-                expected_dead.add(line)
+                expected_dead[line] += 1
     c = Consumer(
         {
             "bootstrap.servers": brokers,
@@ -136,13 +147,13 @@ def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s, events
     decided = {}
     dead = 0
     dead_ids = set()
-    dead_originals = set()
+    dead_originals = Counter()
     deadline = time.time() + timeout_s
 
     def missing():
         return [
             i for i in expected_ids if i not in decided and i not in dead_ids
-        ] + [o for o in expected_dead if o not in dead_originals]
+        ] + [o for o, n in expected_dead.items() if dead_originals[o] < n]
 
     while time.time() < deadline:
         m = c.poll(0.5)
@@ -159,7 +170,7 @@ def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s, events
             dead += 1
             original = record.get("original")
             if original is not None:
-                dead_originals.add(original.encode())
+                dead_originals[original.encode()] += 1
                 try:
                     dead_ids.add(json.loads(original)["event_id"])
                 except Exception:
@@ -171,6 +182,10 @@ def collect(brokers, events_path, decisions_topic, dead_topic, timeout_s, events
         "decided": len(decided),
         "dead_letters": dead,
         "duplicates": sum(n - 1 for n in decided.values()),
+        "duplicate_dead_letters": sum(
+            max(0, n - expected_dead[o]) for o, n in dead_originals.items() if o in expected_dead
+        ),
+        "duplicate_sample": [i for i, n in decided.items() if n > 1][:5],
         "missing": len(lost),
         "missing_sample": [x if isinstance(x, str) else x.decode(errors="replace") for x in lost[:5]],
     }
