@@ -11,6 +11,7 @@ and rule files the chart renders, laid out as the image lays them out.
 Exits non-zero with every failure listed.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -123,8 +124,24 @@ def main():
     validate(objects, "defaults")
     kinds = sorted(o["kind"] for o in objects)
     check(
-        kinds == ["ConfigMap", "PodDisruptionBudget", "Service", "Service", "StatefulSet"],
+        kinds
+        == ["ConfigMap", "ConfigMap", "PodDisruptionBudget", "Service", "Service", "StatefulSet"],
         f"defaults render {kinds}",
+    )
+    dashboard = find(objects, "ConfigMap", "-dashboard")
+    check(
+        dashboard["metadata"]["labels"].get("grafana_dashboard") == "1",
+        "the dashboard ConfigMap carries Grafana's sidecar label",
+    )
+    shipped = json.loads((CHART / "files" / "dashboard.json").read_text())
+    check(
+        json.loads(dashboard["data"]["verdict.json"]) == shipped,
+        "the dashboard ConfigMap holds files/dashboard.json",
+    )
+    check(
+        find(render({"metrics": {"dashboard": {"enabled": False}}}), "ConfigMap", "-dashboard")
+        is None,
+        "no dashboard when it is turned off",
     )
     sts = find(objects, "StatefulSet")
     pod = sts["spec"]["template"]["spec"]

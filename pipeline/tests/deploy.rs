@@ -244,6 +244,153 @@ fn logs_carry_no_colour_codes_off_a_terminal() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("rules loaded"), "tracing lines are there: {err}");
+    assert!(
+        err.contains("rules loaded"),
+        "tracing lines are there: {err}"
+    );
     assert!(!err.contains('\u{1b}'), "a colour code in:\n{err:?}");
+}
+
+/// Every query of the Grafana dashboard, `$__rate_interval` and the job
+/// variable filled in.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("helm/verdict/files/dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$job", ".*");
+            out.push((panel["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    out
+}
+
+/// The dashboard's panels cover what an SRE needs, and every one of its
+/// queries runs on a real Prometheus scraping Verdict's `/metrics` and
+/// answers series: no panel names a metric or label that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_answers_from_the_exported_metrics() {
+    let queries = dashboard_queries();
+    let titles: std::collections::HashSet<&str> = queries.iter().map(|(t, _)| t.as_str()).collect();
+    for wanted in [
+        "Decisions by outcome",
+        "Decision latency",
+        "p99 per stage",
+        "Consumer lag per partition",
+        "Dead letters by reason",
+        "Degraded decisions",
+        "Rule hit rates",
+        "Versions serving",
+    ] {
+        assert!(titles.contains(wanted), "no panel {wanted}");
+    }
+
+    // Verdict's metrics, every series touched, served over HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(verdict::http::serve(
+        listener,
+        verdict::http::AppState::metrics_only(std::sync::Arc::new(common::every_metric())),
+    ));
+    // A Prometheus scraping them every second.
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: verdict\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus not found: run scripts/test.sh, which installs it");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prometheus = Kill(prometheus);
+    let query = |expr: String| async move {
+        let url = format!("/api/v1/query?query={}", urlencode(&expr));
+        let answer = http_get(port, &url).await?;
+        serde_json::from_str::<serde_json::Value>(&answer).ok()
+    };
+    // Wait for enough scrapes for a rate over a minute window.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let scraped = query("count_over_time(verdict_events_total[1m])".into()).await;
+        let n = scraped
+            .as_ref()
+            .and_then(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        if n >= 3.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "Prometheus scraped nothing: {scraped:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for (title, expr) in queries {
+        let answer = query(expr.clone()).await.expect("Prometheus answers");
+        assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+        let series = answer["data"]["result"].as_array().map_or(0, Vec::len);
+        assert!(series > 0, "{title}: {expr} answers no series: {answer}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The body of `GET path` on 127.0.0.1:`port`, or `None` when it does not
+/// answer.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
 }
