@@ -20,6 +20,7 @@ pub mod parse;
 pub mod reload;
 pub mod ruleset;
 pub mod testing;
+pub mod tree;
 
 pub use diag::{Diagnostic, Diagnostics, Source, Span};
 pub use ruleset::{Evaluation, Expression, Filter, Rule, RuleSet};
