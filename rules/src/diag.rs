@@ -134,13 +134,12 @@ struct Mark<'a> {
 fn underline(f: &mut fmt::Formatter<'_>, pad: &str, m: &Mark<'_>) -> fmt::Result {
     // Tabs stay tabs so the mark lines up under the text whatever the
     // terminal's tab width.
-    let lead: String = m
-        .at
-        .line_text
-        .chars()
-        .take(m.at.column - 1)
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
+    let lead: String =
+        m.at.line_text
+            .chars()
+            .take(m.at.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
     let marks: String = std::iter::repeat_n(m.underline, m.at.width).collect();
     if m.note.is_empty() {
         writeln!(f, "{pad} | {lead}{marks}")

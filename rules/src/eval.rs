@@ -193,9 +193,7 @@ fn key_of(op: &Op, args: &[Id]) -> Key {
         ),
         Op::NumCmp(o, a, b) => Key(5, vec![cmp_code(*o), id(a), id(b)], None),
         Op::NumCmpConst(o, a, c) => Key(6, vec![cmp_code(*o), id(a), c.to_bits()], None),
-        Op::SlotNumCmpConst(o, s, c) => {
-            Key(7, vec![cmp_code(*o), slot_key(*s), c.to_bits()], None)
-        }
+        Op::SlotNumCmpConst(o, s, c) => Key(7, vec![cmp_code(*o), slot_key(*s), c.to_bits()], None),
         Op::TsCmp(o, a, b) => Key(8, vec![cmp_code(*o), id(a), id(b)], None),
         Op::StrEq(ne, a, b) => Key(9, vec![u64::from(*ne), id(a), id(b)], None),
         Op::StrEqConst(ne, a, c) => Key(10, vec![u64::from(*ne), id(a)], Some(c.clone())),
@@ -512,7 +510,9 @@ impl Builder {
                     (op, a, b)
                 };
                 match (self.slot_of(a), self.num_const(b)) {
-                    (_, Some(_)) if self.is_const(a) => self.node(Op::NumCmp(op, a, b), bool_ty, &[a, b]),
+                    (_, Some(_)) if self.is_const(a) => {
+                        self.node(Op::NumCmp(op, a, b), bool_ty, &[a, b])
+                    }
                     (Some(s), Some(c)) => self.node(Op::SlotNumCmpConst(op, s, c), bool_ty, &[]),
                     (None, Some(c)) => self.node(Op::NumCmpConst(op, a, c), bool_ty, &[a]),
                     _ => self.node(Op::NumCmp(op, a, b), bool_ty, &[a, b]),
@@ -527,7 +527,9 @@ impl Builder {
                     (a, b)
                 };
                 match (self.slot_of(a), self.str_const(b)) {
-                    (_, Some(_)) if self.is_const(a) => self.node(Op::StrEq(ne, a, b), bool_ty, &[a, b]),
+                    (_, Some(_)) if self.is_const(a) => {
+                        self.node(Op::StrEq(ne, a, b), bool_ty, &[a, b])
+                    }
                     (Some(s), Some(c)) => self.node(Op::SlotStrEqConst(ne, s, c), bool_ty, &[]),
                     (None, Some(c)) => self.node(Op::StrEqConst(ne, a, c), bool_ty, &[a]),
                     _ => self.node(Op::StrEq(ne, a, b), bool_ty, &[a, b]),
@@ -688,7 +690,11 @@ impl Program {
     /// Runs `f` with an evaluation context for one record: values it
     /// remembers are valid for this call only.
     #[inline]
-    pub fn with<'a, R>(&'a self, record: &'a Record<'a>, f: impl FnOnce(&mut Cx<'a, '_>) -> R) -> R {
+    pub fn with<'a, R>(
+        &'a self,
+        record: &'a Record<'a>,
+        f: impl FnOnce(&mut Cx<'a, '_>) -> R,
+    ) -> R {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut s) => {
                 if s.memo.len() < self.memo_len {
@@ -852,7 +858,11 @@ impl<'a> Cx<'a, '_> {
                         Truth::False => {}
                     }
                 }
-                if missing { Truth::Missing } else { Truth::False }
+                if missing {
+                    Truth::Missing
+                } else {
+                    Truth::False
+                }
             }
             Op::Not(a) => match self.truth(*a) {
                 Truth::True => Truth::False,

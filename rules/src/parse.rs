@@ -278,7 +278,11 @@ impl Parser<'_> {
         );
         if !self.closed_later(open) {
             d = d
-                .with_label(self.src, self.toks[open].span, "unclosed delimiter opened here")
+                .with_label(
+                    self.src,
+                    self.toks[open].span,
+                    "unclosed delimiter opened here",
+                )
                 .with_help(format!("close it with `{close}`"));
         }
         self.diags.push(d);

@@ -10,8 +10,8 @@ use crate::ast::{Item, ListBody, RuleDef};
 use crate::check::{self, List, Scope};
 use crate::diag::{Diagnostic, Diagnostics, Source};
 use crate::eval::{Builder, Id, Program, Truth};
-use crate::tree::ListSet;
 use crate::parse::{self, MAX_SOURCE_BYTES};
+use crate::tree::ListSet;
 
 /// A list file larger than this is refused.
 pub const MAX_LIST_BYTES: usize = 64 << 20;
@@ -335,7 +335,6 @@ impl RuleSet {
 }
 
 impl Rule {
-
     fn hit(&self) -> Hit {
         Hit {
             rule: self.name.clone(),
