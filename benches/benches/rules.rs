@@ -1,12 +1,17 @@
 //! 100 rules over generated events: Verdict's compiled rules against the
 //! same rules as CEL expressions run by a published interpreter
-//! (`cel-interpreter`), in the same bench on the same events, so the ratio
-//! is known.
+//! (`cel-interpreter`) and as expressions of GoRules ZEN's engine
+//! (`zen-expression`), in the same bench on the same events, so the ratios
+//! are known.
 //!
-//! Both sides start from a parsed event and its feature values. Verdict
-//! evaluates its rule set on the event's slot arrays; CEL gets a context of
-//! the same values (built per event, as its API requires) and runs its 100
-//! compiled programs.
+//! Every side starts from a parsed event and its feature values. Verdict
+//! evaluates its rule set on the event's slot arrays; CEL and ZEN get a
+//! context of the same values (built per event, as their APIs require) and
+//! run their 100 compiled expressions. The hits each finds are printed
+//! first, so a reader sees the three agree. Verdict's heap allocations per
+//! event are counted by a global allocator and printed too.
+
+mod alloc_count;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -17,8 +22,22 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use verdict_core::{Catalogue, Event, EventParser, Record, Schema, Value, ValueType};
 use verdict_gen::{GenConfig, Generator};
 use verdict_rules::{Evaluation, RuleSet, Source};
+use zen_expression::variable::Variable;
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
 
 const RULES: usize = 100;
+
+/// Rule `i` in ZEN's language: CEL's with `and`/`or` and `startsWith(s, p)`.
+fn zen_rule(i: usize) -> String {
+    let cel = rule(i).1;
+    let zen = cel.replace("&&", "and").replace("||", "or");
+    match zen.split_once("ip.startsWith(\"45.\")") {
+        Some((a, b)) => format!("{a}startsWith(ip, \"45.\"){b}"),
+        None => zen,
+    }
+}
 
 /// Rule `i` in both languages: Verdict's condition and the CEL expression.
 fn rule(i: usize) -> (String, String) {
@@ -71,6 +90,7 @@ struct Fixture {
     features: Vec<[Value; 3]>,
     set: RuleSet,
     programs: Vec<Program>,
+    zen: Vec<zen_expression::Expression<zen_expression::expression::Standard>>,
     slots: Slots,
 }
 
@@ -111,6 +131,12 @@ fn fixture() -> Fixture {
     let programs = (0..RULES)
         .map(|i| Program::compile(&rule(i).1).expect("CEL rule compiles"))
         .collect();
+    let zen = (0..RULES)
+        .map(|i| {
+            zen_expression::compile_expression(&zen_rule(i))
+                .unwrap_or_else(|e| panic!("ZEN rule {i} compiles: {e:?}"))
+        })
+        .collect();
     let parser = EventParser::new(schema.clone());
     let mut generator = Generator::new(GenConfig {
         malformed_rate: 0.0,
@@ -146,8 +172,65 @@ fn fixture() -> Fixture {
         features,
         set,
         programs,
+        zen,
         slots,
     }
+}
+
+fn zen_context(e: &Event, f: &[Value; 3], s: &Slots) -> Variable {
+    let num = |v: &Value| v.as_number().unwrap_or(f64::NAN);
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    serde_json::json!({
+        "event_type": text(e.get(s.event_type)),
+        "amount": num(e.get(s.amount)),
+        "currency": text(e.get(s.currency)),
+        "ip": text(e.get(s.ip)),
+        "new_device": e.get(s.new_device).as_bool().unwrap_or(false),
+        "txn_count_1h": num(&f[0]),
+        "device_accounts_7d": num(&f[1]),
+        "credit_limit": num(&f[2]),
+    })
+    .into()
+}
+
+fn verdict_hits(fx: &Fixture, out: &mut Evaluation) -> usize {
+    let mut hits = 0;
+    for (e, f) in fx.events.iter().zip(&fx.features) {
+        let record = Record {
+            event: e.values(),
+            features: f,
+            model: &[],
+        };
+        fx.set.evaluate(&record, out);
+        hits += out.hits.len();
+    }
+    hits
+}
+
+fn cel_hits(fx: &Fixture) -> usize {
+    let mut hits = 0;
+    for (e, f) in fx.events.iter().zip(&fx.features) {
+        let ctx = cel_context(e, f, &fx.slots);
+        for p in &fx.programs {
+            if let Ok(cel_interpreter::Value::Bool(true)) = p.execute(&ctx) {
+                hits += 1;
+            }
+        }
+    }
+    hits
+}
+
+fn zen_hits(fx: &Fixture, vm: &mut zen_expression::vm::VM) -> usize {
+    let mut hits = 0;
+    for (e, f) in fx.events.iter().zip(&fx.features) {
+        let ctx = zen_context(e, f, &fx.slots);
+        for x in &fx.zen {
+            if let Ok(Variable::Bool(true)) = x.evaluate_with(ctx.clone(), vm) {
+                hits += 1;
+            }
+        }
+    }
+    hits
 }
 
 fn cel_context<'a>(e: &Event, f: &[Value; 3], s: &Slots) -> Context<'a> {
@@ -168,37 +251,32 @@ fn cel_context<'a>(e: &Event, f: &[Value; 3], s: &Slots) -> Context<'a> {
 fn rules(c: &mut Criterion) {
     let fx = fixture();
     let n = fx.events.len() as u64;
+    let mut out = Evaluation::default();
+    let mut vm = zen_expression::vm::VM::new();
+    println!(
+        "rules_100: hits over {n} events: verdict {}, cel_interpreter {}, zen_expression {}",
+        verdict_hits(&fx, &mut out),
+        cel_hits(&fx),
+        zen_hits(&fx, &mut vm)
+    );
+    println!(
+        "rules_100: verdict program of {} nodes for {RULES} rules",
+        fx.set.program_len()
+    );
+    println!(
+        "rules_100/verdict: {:.2} allocations per event",
+        alloc_count::per_item(fx.events.len(), || {
+            black_box(verdict_hits(&fx, &mut out));
+        })
+    );
     let mut group = c.benchmark_group("rules_100");
     group.throughput(Throughput::Elements(n));
     group.bench_function("verdict", |b| {
-        let mut out = Evaluation::default();
-        b.iter(|| {
-            let mut hits = 0;
-            for (e, f) in fx.events.iter().zip(&fx.features) {
-                let record = Record {
-                    event: e.values(),
-                    features: f,
-                    model: &[],
-                };
-                fx.set.evaluate(&record, &mut out);
-                hits += out.hits.len();
-            }
-            black_box(hits)
-        })
+        b.iter(|| black_box(verdict_hits(&fx, &mut out)))
     });
-    group.bench_function("cel_interpreter", |b| {
-        b.iter(|| {
-            let mut hits = 0;
-            for (e, f) in fx.events.iter().zip(&fx.features) {
-                let ctx = cel_context(e, f, &fx.slots);
-                for p in &fx.programs {
-                    if let Ok(cel_interpreter::Value::Bool(true)) = p.execute(&ctx) {
-                        hits += 1;
-                    }
-                }
-            }
-            black_box(hits)
-        })
+    group.bench_function("cel_interpreter", |b| b.iter(|| black_box(cel_hits(&fx))));
+    group.bench_function("zen_expression", |b| {
+        b.iter(|| black_box(zen_hits(&fx, &mut vm)))
     });
     group.finish();
 }

@@ -88,6 +88,107 @@ pub struct Decision {
     pub decided_at: i64,
 }
 
+impl Decision {
+    /// Appends the decision's JSON to `out`: byte for byte what
+    /// `serde_json::to_writer` writes, without building anything on the way
+    /// (scores that are not finite are `null`, as serde_json writes them).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"event_id\":");
+        json_str(out, &self.event_id);
+        out.extend_from_slice(b",\"decision\":\"");
+        out.extend_from_slice(self.decision.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"hits\":");
+        json_hits(out, &self.hits);
+        out.extend_from_slice(b",\"shadow_hits\":");
+        json_hits(out, &self.shadow_hits);
+        out.extend_from_slice(b",\"scores\":{");
+        for (i, (name, score)) in self.scores.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, name);
+            out.push(b':');
+            json_f64(out, *score);
+        }
+        out.extend_from_slice(b"},\"ruleset_version\":");
+        json_str(out, &self.ruleset_version);
+        out.extend_from_slice(b",\"model_version\":");
+        match &self.model_version {
+            Some(v) => json_str(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(if self.degraded {
+            b",\"degraded\":true,\"latency_us\":"
+        } else {
+            b",\"degraded\":false,\"latency_us\":"
+        });
+        out.extend_from_slice(itoa::Buffer::new().format(self.latency_us).as_bytes());
+        out.extend_from_slice(b",\"decided_at\":\"");
+        crate::time::write_rfc3339_ms(out, self.decided_at);
+        out.extend_from_slice(b"\"}");
+    }
+}
+
+fn json_hits(out: &mut Vec<u8>, hits: &[Hit]) {
+    out.push(b'[');
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"rule\":");
+        json_str(out, &h.rule);
+        out.extend_from_slice(b",\"action\":\"");
+        out.extend_from_slice(h.action.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"reason\":");
+        json_str(out, &h.reason);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn json_f64(out: &mut Vec<u8>, x: f64) {
+    if x.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(x).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A JSON string with serde_json's escapes: `\"`, `\\`, the short forms
+/// of five control characters, `\u00XX` (lower-case hex) for the others;
+/// everything else as it is.
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
+        if short == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(short);
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
 fn ser_rfc3339<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::time::format_rfc3339_ms(*ms))
 }
@@ -238,6 +339,90 @@ mod tests {
         );
         let back: Decision = serde_json::from_str(&json).unwrap();
         assert_eq!(back, d);
+    }
+
+    /// `write_json` writes what serde_json writes, on decisions with
+    /// every escape, non-finite and extreme scores, and timestamps from
+    /// before 1970 to past year 9999.
+    #[test]
+    fn written_json_is_serde_json_byte_for_byte() {
+        let texts = [
+            "",
+            "e-1",
+            "quote \" back \\ slash",
+            "\u{0}\u{1}\u{8}\u{9}\n\u{b}\u{c}\r\u{1f}\u{7f}",
+            "ünïcødé ✓ 😀",
+            "</script>",
+            "\u{2028}",
+        ];
+        let scores = [
+            0.963,
+            0.0,
+            -0.0,
+            1.0,
+            1e300,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+            123456.789,
+            1.0 / 3.0,
+        ];
+        let times = [
+            0,
+            1,
+            -1,
+            999,
+            1_795_508_130_251,
+            -62_135_596_800_000,
+            -62_135_596_800_001,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MAX,
+            i64::MIN,
+            951_782_400_000,
+        ];
+        let mut n = 0;
+        for (i, t) in times.iter().enumerate() {
+            for (j, s) in texts.iter().enumerate() {
+                let hit = |k: usize| Hit {
+                    rule: texts[(j + k) % texts.len()].into(),
+                    action: Action::ALL[k % 3],
+                    reason: texts[(i + k) % texts.len()].into(),
+                };
+                let d = Decision {
+                    event_id: (*s).into(),
+                    decision: Action::ALL[(i + j) % 3],
+                    hits: (0..j % 3).map(hit).collect(),
+                    shadow_hits: (0..i % 2).map(hit).collect(),
+                    scores: Scores(
+                        (0..(i + j) % 4)
+                            .map(|k| (texts[k].into(), scores[(i * 3 + j + k) % scores.len()]))
+                            .collect(),
+                    ),
+                    ruleset_version: texts[i % texts.len()].into(),
+                    model_version: (j % 2 == 0).then(|| texts[(i + 1) % texts.len()].into()),
+                    degraded: (i + j) % 2 == 1,
+                    latency_us: [0, 7, u64::MAX][(i + j) % 3],
+                    decided_at: *t,
+                };
+                let mut out = b"prefix".to_vec();
+                d.write_json(&mut out);
+                let want = serde_json::to_vec(&d).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&out[6..]),
+                    String::from_utf8_lossy(&want)
+                );
+                assert_eq!(&out[..6], b"prefix");
+                n += 1;
+            }
+        }
+        assert_eq!(n, times.len() * texts.len());
+        for x in scores {
+            let mut out = Vec::new();
+            json_f64(&mut out, x);
+            assert_eq!(out, serde_json::to_vec(&x).unwrap());
+        }
     }
 
     #[test]

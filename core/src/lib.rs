@@ -24,4 +24,4 @@ pub use decision::{Action, DeadLetter, Decision, Hit, Position, Scores};
 pub use error::CoreError;
 pub use event::{DEFAULT_MAX_EVENT_BYTES, Event, EventParser, Rejection, RejectionKind};
 pub use schema::{EVENT_ID_SLOT, EVENT_TYPE_SLOT, FieldDef, Schema, TIMESTAMP_SLOT};
-pub use value::{Value, ValueType};
+pub use value::{Str, Value, ValueType};

@@ -3,6 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// The string payload of a [`Value`]: up to 23 bytes inline (an event's
+/// ids, types, currencies and IPs are shorter), a shared `Arc<str>` beyond.
+/// Cloning never copies more than 24 bytes; it dereferences to `str` and
+/// converts from `&str`, `String` and `Arc<str>`.
+pub type Str = smol_str::SmolStr;
+
 /// The type of a value, as declared in the event schema, the feature
 /// definitions and the model manifest, and as checked by the rules language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -46,14 +52,16 @@ impl fmt::Display for ValueType {
 ///
 /// `Missing` is a value of every type: a field absent from the event, a
 /// feature with no history, a model output that could not be computed.
-/// Strings are reference-counted so that copying a value into a feature's
-/// `last` slot or a decision never copies the bytes.
+/// Short strings are stored inline and long ones reference-counted, so
+/// that reading an event's strings allocates nothing for the usual fields
+/// and copying a value into a feature's `last` slot never copies a long
+/// string's bytes.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Value {
     #[default]
     Missing,
     Number(f64),
-    String(Arc<str>),
+    String(Str),
     Bool(bool),
     /// Milliseconds since the Unix epoch, UTC.
     Timestamp(i64),
@@ -118,7 +126,13 @@ impl From<bool> for Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Value::String(Arc::from(s))
+        Value::String(Str::new(s))
+    }
+}
+
+impl From<Arc<str>> for Value {
+    fn from(s: Arc<str>) -> Self {
+        Value::String(Str::from(s))
     }
 }
 

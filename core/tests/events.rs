@@ -72,6 +72,20 @@ fn table() -> Vec<(&'static str, String, Expected)> {
         ("too large", with(&format!(r#","pad":"{}""#, "x".repeat(600))), Err((TooLarge, "over the limit of 512 bytes"))),
         ("deep array", format!("{}{}", "[".repeat(200), "]".repeat(200)), Err((NotObject, "found an array"))),
         ("deep unknown field", with(&format!(r#","x":{}{}"#, "[".repeat(200), "]".repeat(200))), Ok(())),
+        ("duplicate amount", with(r#","amount":1,"amount":9000"#), Err((DuplicateKey, "field `amount` appears twice"))),
+        ("duplicate amount, same value", with(r#","amount":1,"amount":1"#), Err((DuplicateKey, "`amount`"))),
+        ("duplicate built-in field", with(r#","event_id":"e-2""#), Err((DuplicateKey, "`event_id`"))),
+        ("duplicate behind an escape", with(r#","amount":1,"am\u006funt":2"#), Err((DuplicateKey, "`amount`"))),
+        ("duplicate inside attributes", with(r#","attributes":{"channel":"app","channel":"web"}"#), Err((DuplicateKey, "`attributes.channel`"))),
+        ("duplicate attributes object", with(r#","attributes":{"channel":"app"},"attributes":{"channel":"web"}"#), Err((DuplicateKey, "`attributes`"))),
+        ("duplicate unknown key", with(r#","label":"legit","label":"fraud""#), Err((DuplicateKey, "`label`"))),
+        ("duplicate unknown key in attributes", with(r#","attributes":{"colour":"red","colour":"blue"}"#), Err((DuplicateKey, "`attributes.colour`"))),
+        ("duplicate deep in an unknown field", with(r#","extra":{"items":[{"sku":1},{"sku":2,"sku":3}]}"#), Err((DuplicateKey, "`extra.items[1].sku`"))),
+        ("duplicate in a wrongly typed field", with(r#","amount":{"v":1,"v":2}"#), Err((DuplicateKey, "`amount.v`"))),
+        ("duplicate beats a wrong type", with(r#","amount":"x","amount":1"#), Err((DuplicateKey, "`amount`"))),
+        ("duplicate among many keys", with(&(0..40).map(|i| format!(r#","k{i}":{i}"#)).collect::<String>().replace(r#""k37""#, r#""k7""#)), Err((DuplicateKey, "`k7`"))),
+        ("same key in sibling objects is fine", with(r#","a":{"x":1},"b":{"x":2},"c":[{"x":1},{"x":2}]"#), Ok(())),
+        ("broken JSON with a duplicate is not JSON", with(r#","amount":1,"amount":2"#).trim_end_matches('}').to_owned(), Err((NotJson, "EOF"))),
     ]
 }
 

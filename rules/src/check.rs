@@ -1,15 +1,15 @@
 //! The type checker and compiler: resolves every name against the
 //! catalogue, checks types, arities and regexes, and produces the
-//! evaluation form with constants folded.
+//! checked tree ([`crate::tree`]) that [`crate::eval`] compiles.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use verdict_core::{Catalogue, Record, ValueType, edit_distance};
+use verdict_core::{Catalogue, ValueType, edit_distance};
 
 use crate::ast::{BinOp, Expr, ExprKind, ListRef, Lit};
 use crate::diag::{Diagnostic, Diagnostics, Source, Span};
-use crate::eval::{ArithOp, CmpOp, Const, ListSet, Node};
+use crate::tree::{ArithOp, CmpOp, Const, ListSet, Node};
 
 /// A declared list: its element type and members.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ impl Checker<'_, '_> {
             }
         };
         match self.scope.catalogue.lookup(&path) {
-            Some(entry) if shape_ok => Some((Node::Slot(entry.slot), entry.ty)),
+            Some(entry) if shape_ok => Some((Node::Slot(entry.slot, entry.ty), entry.ty)),
             _ => {
                 let kind = match segments[0].as_str() {
                     "event" => "field",
@@ -275,9 +275,6 @@ impl Checker<'_, '_> {
                     BinOp::Gt => CmpOp::Gt,
                     _ => CmpOp::Ge,
                 };
-                if lt == T::Number {
-                    return Some((Node::NumCmp(cmp, ln, rn), T::Bool));
-                }
                 Some((Node::Cmp(cmp, ln, rn), T::Bool))
             }
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
@@ -435,75 +432,8 @@ impl Checker<'_, '_> {
     }
 }
 
-/// Replaces every constant subtree by its value.
-pub fn fold(node: Node) -> Node {
-    use Node::*;
-    let b = |n: Box<Node>| Box::new(fold(*n));
-    let node = match node {
-        Neg(a) => Neg(b(a)),
-        Not(a) => Not(b(a)),
-        And(x, y) => And(b(x), b(y)),
-        Or(x, y) => Or(b(x), b(y)),
-        Cmp(op, x, y) => Cmp(op, b(x), b(y)),
-        NumCmp(op, x, y) => NumCmp(op, b(x), b(y)),
-        Arith(op, x, y) => Arith(op, b(x), b(y)),
-        In {
-            value,
-            set,
-            negated,
-        } => In {
-            value: b(value),
-            set,
-            negated,
-        },
-        IsMissing(a) => IsMissing(b(a)),
-        Coalesce(x, y) => Coalesce(b(x), b(y)),
-        Abs(a) => Abs(b(a)),
-        Min(x, y) => Min(b(x), b(y)),
-        Max(x, y) => Max(b(x), b(y)),
-        Lower(a) => Lower(b(a)),
-        StartsWith(x, y) => StartsWith(b(x), b(y)),
-        Contains(x, y) => Contains(b(x), b(y)),
-        Matches(a, re) => Matches(b(a), re),
-        HourOfDay(a) => HourOfDay(b(a)),
-        DaysBetween(x, y) => DaysBetween(b(x), b(y)),
-        leaf @ (Const(_) | Slot(_) | NumCmpConst(..) | StrEqConst(..) | SlotIn(..)) => {
-            return leaf;
-        }
-    };
-    let constant = match &node {
-        Neg(a) | Not(a) | IsMissing(a) | Abs(a) | Lower(a) | HourOfDay(a) | Matches(a, _) => {
-            a.is_const()
-        }
-        In { value, .. } => value.is_const(),
-        And(x, y)
-        | Or(x, y)
-        | Cmp(_, x, y)
-        | NumCmp(_, x, y)
-        | Arith(_, x, y)
-        | Coalesce(x, y)
-        | Min(x, y)
-        | Max(x, y)
-        | StartsWith(x, y)
-        | Contains(x, y)
-        | DaysBetween(x, y) => x.is_const() && y.is_const(),
-        Const(_) | Slot(_) | NumCmpConst(..) | StrEqConst(..) | SlotIn(..) => false,
-    };
-    if constant {
-        let empty = Record {
-            event: &[],
-            features: &[],
-            model: &[],
-        };
-        let c = node.eval(&empty).to_const();
-        Const(c)
-    } else {
-        node
-    }
-}
-
-/// Checks and compiles one expression; `None` when it has errors (they
-/// are in `diags`).
+/// Checks one expression into its checked tree; `None` when it has errors
+/// (they are in `diags`).
 pub fn compile(
     src: &Source,
     e: &Expr,
@@ -511,6 +441,5 @@ pub fn compile(
     diags: &mut Diagnostics,
 ) -> Option<Typed> {
     let mut c = Checker { src, scope, diags };
-    let (node, ty) = c.check(e)?;
-    Some((crate::eval::specialise(fold(node)), ty))
+    c.check(e)
 }

@@ -42,6 +42,16 @@ pub struct Diagnostic {
     /// many characters the caret covers. `None` for an error about a whole
     /// folder (no rule files, say).
     pub at: Option<Location>,
+    /// Other places that explain the error (where an unclosed bracket was
+    /// opened), each underlined with `-` and its note, in the same file.
+    pub labels: Vec<Label>,
+}
+
+/// A secondary place of a diagnostic and what it says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub at: Location,
+    pub message: String,
 }
 
 /// A resolved position, ready to print.
@@ -80,6 +90,7 @@ impl Diagnostic {
             message: message.into(),
             help: None,
             at: Some(Location::of(&source.path, &source.text, span)),
+            labels: Vec::new(),
         }
     }
 
@@ -88,6 +99,7 @@ impl Diagnostic {
             message: message.into(),
             help: None,
             at: None,
+            labels: Vec::new(),
         }
     }
 
@@ -95,14 +107,71 @@ impl Diagnostic {
         self.help = Some(help.into());
         self
     }
+
+    /// Adds a secondary place of the same source, underlined with `-` and
+    /// `message` beside it.
+    pub fn with_label(
+        mut self,
+        source: &Source,
+        span: Span,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        self.labels.push(Label {
+            at: Location::of(&source.path, &source.text, span),
+            message: message.into(),
+        });
+        self
+    }
+}
+
+/// One underlined source line of a rendered diagnostic.
+struct Mark<'a> {
+    at: &'a Location,
+    underline: char,
+    note: &'a str,
+}
+
+fn underline(f: &mut fmt::Formatter<'_>, pad: &str, m: &Mark<'_>) -> fmt::Result {
+    // Tabs stay tabs so the mark lines up under the text whatever the
+    // terminal's tab width.
+    let lead: String =
+        m.at.line_text
+            .chars()
+            .take(m.at.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+    let marks: String = std::iter::repeat_n(m.underline, m.at.width).collect();
+    if m.note.is_empty() {
+        writeln!(f, "{pad} | {lead}{marks}")
+    } else {
+        writeln!(f, "{pad} | {lead}{marks} {}", m.note)
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "error: {}", self.message)?;
         if let Some(at) = &self.at {
-            let n = at.line.to_string();
-            let pad = " ".repeat(n.len());
+            // The primary place and the labels, in line order, as one
+            // snippet (as rustc shows an unclosed delimiter).
+            let mut marks = vec![Mark {
+                at,
+                underline: '^',
+                note: "",
+            }];
+            marks.extend(
+                self.labels
+                    .iter()
+                    .filter(|l| l.at.file == at.file)
+                    .map(|l| Mark {
+                        at: &l.at,
+                        underline: '-',
+                        note: &l.message,
+                    }),
+            );
+            marks.sort_by_key(|m| (m.at.line, m.at.column));
+            let widest = marks.iter().map(|m| m.at.line).max().unwrap_or(at.line);
+            let pad = " ".repeat(widest.to_string().len());
             writeln!(
                 f,
                 "{pad}--> {}:{}:{}",
@@ -111,14 +180,18 @@ impl fmt::Display for Diagnostic {
                 at.column
             )?;
             writeln!(f, "{pad} |")?;
-            writeln!(f, "{n} | {}", at.line_text)?;
-            let lead: String = at
-                .line_text
-                .chars()
-                .take(at.column - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            writeln!(f, "{pad} | {lead}{}", "^".repeat(at.width))?;
+            let mut last_line = None;
+            for m in &marks {
+                if last_line != Some(m.at.line) {
+                    if last_line.is_some_and(|l| l + 1 < m.at.line) {
+                        writeln!(f, "...")?;
+                    }
+                    let n = m.at.line.to_string();
+                    writeln!(f, "{n:>w$} | {}", m.at.line_text, w = pad.len())?;
+                    last_line = Some(m.at.line);
+                }
+                underline(f, &pad, m)?;
+            }
         }
         if let Some(help) = &self.help {
             writeln!(f, "help: {help}")?;

@@ -262,6 +262,57 @@ impl Parser<'_> {
         }
     }
 
+    /// Expects the bracket that closes the one at token `open`. When it is
+    /// not there and nothing later in the item closes it, the error also
+    /// points at where it was opened: the end of a rule is rarely where the
+    /// mistake is.
+    fn expect_close(&mut self, close: &'static str, open: usize) -> P<Span> {
+        if self.is_sym(close) {
+            return Ok(self.bump().span);
+        }
+        let found = describe(self.peek());
+        let mut d = Diagnostic::at(
+            self.src,
+            self.span(),
+            format!("expected `{close}`, found {found}"),
+        );
+        if !self.closed_later(open) {
+            d = d
+                .with_label(
+                    self.src,
+                    self.toks[open].span,
+                    "unclosed delimiter opened here",
+                )
+                .with_help(format!("close it with `{close}`"));
+        }
+        self.diags.push(d);
+        Err(Bail)
+    }
+
+    /// Whether the bracket at token `open` is closed before the next item.
+    fn closed_later(&self, open: usize) -> bool {
+        let Tok::Sym(opening) = self.toks[open].tok else {
+            return false;
+        };
+        let closing = if opening == "(" { ")" } else { "]" };
+        let mut depth = 0usize;
+        for t in &self.toks[open..] {
+            match &t.tok {
+                Tok::Sym(s) if *s == opening => depth += 1,
+                Tok::Sym(s) if *s == closing => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return true;
+                    }
+                }
+                Tok::Ident(s) if t.line_start && (s == "rule" || s == "list") => return false,
+                Tok::Eof => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
     fn name(&mut self, what: &str) -> P<(String, Span)> {
         match self.peek().clone() {
             Tok::Ident(s) if !is_keyword(&s) => {
@@ -337,13 +388,14 @@ impl Parser<'_> {
     }
 
     fn literal_list(&mut self) -> P<Vec<(Lit, Span)>> {
+        let open = self.pos;
         self.expect_sym("[")?;
         let mut items = vec![self.literal()?];
         while self.is_sym(",") {
             self.bump();
             items.push(self.literal()?);
         }
-        self.expect_sym("]")?;
+        self.expect_close("]", open)?;
         Ok(items)
     }
 
@@ -603,9 +655,10 @@ impl Parser<'_> {
                 })
             }
             Tok::Sym("(") => {
+                let open = self.pos;
                 self.bump();
                 let e = self.expr()?;
-                self.expect_sym(")")?;
+                self.expect_close(")", open)?;
                 Ok(e)
             }
             Tok::Ident(s) if s == "true" || s == "false" => {
@@ -618,6 +671,7 @@ impl Parser<'_> {
             Tok::Ident(s) if !is_keyword(&s) => {
                 self.bump();
                 if self.is_sym("(") {
+                    let open = self.pos;
                     self.bump();
                     let mut args = Vec::new();
                     if !self.is_sym(")") {
@@ -627,7 +681,7 @@ impl Parser<'_> {
                             args.push(self.expr()?);
                         }
                     }
-                    let end = self.expect_sym(")")?;
+                    let end = self.expect_close(")", open)?;
                     return Ok(Expr {
                         kind: ExprKind::Call { name: s, args },
                         span: start.to(end),

@@ -9,8 +9,9 @@ use verdict_core::{Action, Catalogue, Hit, Record, ValueType};
 use crate::ast::{Item, ListBody, RuleDef};
 use crate::check::{self, List, Scope};
 use crate::diag::{Diagnostic, Diagnostics, Source};
-use crate::eval::{ListSet, Node, V};
+use crate::eval::{Builder, Id, Program, Truth};
 use crate::parse::{self, MAX_SOURCE_BYTES};
+use crate::tree::ListSet;
 
 /// A list file larger than this is refused.
 pub const MAX_LIST_BYTES: usize = 64 << 20;
@@ -25,7 +26,8 @@ pub struct Rule {
     pub reason: Arc<str>,
     /// Position in the rule set (file-name order, then file order).
     pub order: usize,
-    cond: Node,
+    /// The condition's root in the rule set's program.
+    cond: Id,
 }
 
 /// The outcome of evaluating a rule set for one record. Reuse one per
@@ -58,6 +60,9 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Shadow rules, in the same order.
     shadow: Vec<Rule>,
+    /// Every condition, compiled together so that what rules share is
+    /// computed once per record.
+    program: Program,
     files: Vec<PathBuf>,
 }
 
@@ -232,6 +237,7 @@ impl RuleSet {
         };
         let mut rules = Vec::new();
         let mut shadow = Vec::new();
+        let mut builder = Builder::default();
         let mut names: HashMap<String, ()> = HashMap::new();
         let mut order = 0;
         for (src, file) in &files {
@@ -248,7 +254,7 @@ impl RuleSet {
                     );
                     continue;
                 }
-                if let Some(rule) = compile_rule(src, r, &scope, order, &mut diags) {
+                if let Some(rule) = compile_rule(src, r, &scope, order, &mut builder, &mut diags) {
                     if rule.shadow {
                         shadow.push(rule);
                     } else {
@@ -281,6 +287,7 @@ impl RuleSet {
             version,
             rules,
             shadow,
+            program: builder.finish(),
             files: sources.iter().map(|s| s.path.clone()).collect(),
         })
     }
@@ -305,26 +312,29 @@ impl RuleSet {
     pub fn evaluate(&self, record: &Record<'_>, out: &mut Evaluation) {
         out.hits.clear();
         out.shadow_hits.clear();
-        for rule in &self.rules {
-            if rule.fires(record) {
-                out.hits.push(rule.hit());
+        self.program.with(record, |cx| {
+            for rule in &self.rules {
+                if cx.truth(rule.cond) == Truth::True {
+                    out.hits.push(rule.hit());
+                }
             }
-        }
-        for rule in &self.shadow {
-            if rule.fires(record) {
-                out.shadow_hits.push(rule.hit());
+            for rule in &self.shadow {
+                if cx.truth(rule.cond) == Truth::True {
+                    out.shadow_hits.push(rule.hit());
+                }
             }
-        }
+        });
         out.decision = out.hits.first().map_or(Action::Approve, |h| h.action);
+    }
+
+    /// The number of nodes of the compiled conditions, what rules share
+    /// counted once.
+    pub fn program_len(&self) -> usize {
+        self.program.len()
     }
 }
 
 impl Rule {
-    #[inline]
-    fn fires(&self, record: &Record<'_>) -> bool {
-        self.cond.truth(record) == crate::eval::Truth::True
-    }
-
     fn hit(&self) -> Hit {
         Hit {
             rule: self.name.clone(),
@@ -339,6 +349,7 @@ fn compile_rule(
     r: &RuleDef,
     scope: &Scope<'_>,
     order: usize,
+    builder: &mut Builder,
     diags: &mut Diagnostics,
 ) -> Option<Rule> {
     let (cond, ty) = check::compile(src, &r.cond, scope, diags)?;
@@ -364,7 +375,7 @@ fn compile_rule(
             .unwrap_or_else(|| r.cond.to_string())
             .into(),
         order,
-        cond,
+        cond: builder.add(&cond),
     })
 }
 
@@ -385,7 +396,8 @@ fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
 /// filter is made of, and what tests evaluate.
 #[derive(Debug)]
 pub struct Expression {
-    node: Node,
+    program: Program,
+    root: Id,
     ty: ValueType,
     text: String,
 }
@@ -407,11 +419,15 @@ impl Expression {
             return Err(diags);
         };
         match check::compile(&src, &expr, &scope, &mut diags) {
-            Some((node, ty)) if diags.is_empty() => Ok(Expression {
-                node,
-                ty,
-                text: text.to_owned(),
-            }),
+            Some((node, ty)) if diags.is_empty() => {
+                let (program, root) = Program::single(&node);
+                Ok(Expression {
+                    program,
+                    root,
+                    ty,
+                    text: text.to_owned(),
+                })
+            }
             _ => Err(diags),
         }
     }
@@ -426,19 +442,12 @@ impl Expression {
 
     /// The value for one record.
     pub fn eval(&self, record: &Record<'_>) -> verdict_core::Value {
-        use verdict_core::Value;
-        match self.node.eval(record) {
-            V::Missing => Value::Missing,
-            V::Num(n) => Value::Number(n),
-            V::Str(s) => Value::String(Arc::from(s.as_ref())),
-            V::Bool(b) => Value::Bool(b),
-            V::Ts(t) => Value::Timestamp(t),
-        }
+        self.program.with(record, |cx| cx.value(self.root))
     }
 
     /// Whether the compiled form is a single constant (it was folded).
     pub fn is_constant(&self) -> bool {
-        self.node.is_const()
+        self.program.is_const(self.root)
     }
 }
 
@@ -470,7 +479,8 @@ impl Filter {
     /// Whether the record passes (a missing result does not).
     #[inline]
     pub fn matches(&self, record: &Record<'_>) -> bool {
-        self.0.node.truth(record) == crate::eval::Truth::True
+        let e = &self.0;
+        e.program.with(record, |cx| cx.truth(e.root)) == Truth::True
     }
 
     pub fn text(&self) -> &str {

@@ -1,12 +1,14 @@
 //! Any bytes as an event: the parser returns an event or a rejection, never
-//! panics, and an accepted event has its built-in fields.
+//! panics, and an accepted event has its built-in fields; reading into a
+//! reused event (one that held another event) gives the same outcome.
 #![no_main]
 
 use std::path::Path;
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use verdict_core::{EventParser, Schema};
+use verdict_core::{Event, EventParser, Schema};
 
 fn parser() -> &'static EventParser {
     static PARSER: OnceLock<EventParser> = OnceLock::new();
@@ -22,9 +24,22 @@ fn parser() -> &'static EventParser {
     })
 }
 
+thread_local! {
+    static REUSED: RefCell<Event> = RefCell::new(parser().new_event());
+}
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(event) = parser().parse(data) {
+    let fresh = parser().parse(data);
+    if let Ok(event) = &fresh {
         assert!(!event.id().is_empty());
         let _ = event.timestamp_ms();
     }
+    REUSED.with(|e| {
+        let mut e = e.borrow_mut();
+        let reused = parser().parse_into(data, &mut e);
+        assert_eq!(reused.as_ref().err(), fresh.as_ref().err());
+        if let Ok(event) = &fresh {
+            assert_eq!(*event, *e);
+        }
+    });
 });

@@ -756,7 +756,7 @@ impl Engine {
     /// The event's `user_id`, the key of its output record.
     fn output_key(&self, event: &Event) -> Option<Arc<str>> {
         self.key_slot.and_then(|slot| match event.get(slot) {
-            verdict_core::Value::String(s) => Some(s.clone()),
+            verdict_core::Value::String(s) => Some(Arc::from(s.as_str())),
             _ => None,
         })
     }
