@@ -197,10 +197,16 @@ mod tests {
             fresh(d.insert(h));
         }
         for h in 92..100u64 {
-            assert!(matches!(d.insert(h), Seen::Again(_)), "id {h} is remembered");
+            assert!(
+                matches!(d.insert(h), Seen::Again(_)),
+                "id {h} is remembered"
+            );
         }
         for h in 0..92u64 {
-            assert!(matches!(d.insert(h), Seen::Fresh(_)), "id {h} was forgotten");
+            assert!(
+                matches!(d.insert(h), Seen::Fresh(_)),
+                "id {h} was forgotten"
+            );
         }
     }
 

@@ -394,7 +394,9 @@ impl FeatureDefs {
 
     /// Whether any entity kind is placed `shared`.
     pub fn has_shared(&self) -> bool {
-        self.entities.iter().any(|e| e.placement == Placement::Shared)
+        self.entities
+            .iter()
+            .any(|e| e.placement == Placement::Shared)
     }
 
     /// The longest window of any feature (entities idle longer are evicted).

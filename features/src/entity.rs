@@ -247,8 +247,11 @@ impl Entity {
         self.spill
             .iter()
             .map(|s| {
-                (if s.exact.capacity() > 0 { SPILL_BYTES } else { 0 })
-                    + s.registers.as_ref().map_or(0, |_| SKETCH_BYTES)
+                (if s.exact.capacity() > 0 {
+                    SPILL_BYTES
+                } else {
+                    0
+                }) + s.registers.as_ref().map_or(0, |_| SKETCH_BYTES)
             })
             .sum()
     }
@@ -285,9 +288,7 @@ impl Entity {
                 p.window_ms,
             )),
             Kind::Last(v) => self.values[v].clone(),
-            Kind::Since if w[0] != NONE => {
-                Value::Number((t - w[0] as i64).max(0) as f64 / 1000.0)
-            }
+            Kind::Since if w[0] != NONE => Value::Number((t - w[0] as i64).max(0) as f64 / 1000.0),
             Kind::Since => Value::Missing,
         }
     }
@@ -608,7 +609,9 @@ fn pair(w: &[u64], spill: Option<&Spill>, e: usize) -> (u64, i64) {
     if e < INLINE_DISTINCT {
         (w[3 + 2 * e], w[4 + 2 * e] as i64)
     } else {
-        spill.expect("a list longer than its inline room has spilled").exact[e - INLINE_DISTINCT]
+        spill
+            .expect("a list longer than its inline room has spilled")
+            .exact[e - INLINE_DISTINCT]
     }
 }
 
@@ -744,7 +747,9 @@ fn spill_mut(spills: &mut Box<[Spill]>, distincts: usize, d: usize) -> &mut Spil
 
 fn distinct_read(w: &[u64], spill: Option<&Spill>, t: i64, i: i64, window_ms: i64) -> f64 {
     let n = w[2] as usize;
-    let exact = (0..n).filter(|&e| pair(w, spill, e).1 > t - window_ms).count() as f64;
+    let exact = (0..n)
+        .filter(|&e| pair(w, spill, e).1 > t - window_ms)
+        .count() as f64;
     if t >= w[1] as i64 {
         return exact;
     }
@@ -815,10 +820,7 @@ mod tests {
             lazy.add(&layout, 0, t, &v, &hasher);
             eager.add(&layout, 0, t, &v, &hasher);
             if n == EXACT_DISTINCT as i64 - 1 {
-                assert!(
-                    lazy.spill[0].registers.is_none(),
-                    "no sketch while exact"
-                );
+                assert!(lazy.spill[0].registers.is_none(), "no sketch while exact");
             }
             for back in [0, 7 * 60_000, 40 * 60_000] {
                 let r = t - back;
@@ -848,7 +850,13 @@ mod tests {
         let mut e = entity(&layout);
         let hasher = RandomState::with_seeds(1, 2, 3, 4);
         for n in 0..10i64 {
-            e.add(&layout, 0, n * 1000, &Value::Number((n % 4) as f64), &hasher);
+            e.add(
+                &layout,
+                0,
+                n * 1000,
+                &Value::Number((n % 4) as f64),
+                &hasher,
+            );
         }
         assert_eq!(
             e.read(&layout, 0, Agg::DistinctCount, 10_000),

@@ -239,7 +239,11 @@ impl FeatureStore {
         }
         // Shared kinds are not in a snapshot: one taken while a kind was
         // local does not restore once it is shared, nor the other way.
-        for e in defs.entities.iter().filter(|e| e.placement == Placement::Shared) {
+        for e in defs
+            .entities
+            .iter()
+            .filter(|e| e.placement == Placement::Shared)
+        {
             s += &format!("shared={};", e.name);
         }
         s

@@ -452,16 +452,14 @@ impl Inner {
             let (hash, key) = (p.hash, &p.key);
             let table = p.shard.as_mut().expect("locked above");
             let entity = if update {
-                Some(
-                    match table.entry(hash, |x| x.is(hash, key), |x| x.hash) {
-                        Entry::Occupied(o) => o.into_mut(),
-                        Entry::Vacant(v) => {
-                            let e = Entity::new(&self.layouts[p.kind], hash, key, t);
-                            grown += e.key_bytes();
-                            v.insert(e).into_mut()
-                        }
-                    },
-                )
+                Some(match table.entry(hash, |x| x.is(hash, key), |x| x.hash) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let e = Entity::new(&self.layouts[p.kind], hash, key, t);
+                        grown += e.key_bytes();
+                        v.insert(e).into_mut()
+                    }
+                })
             } else {
                 table.find_mut(hash, |x| x.is(hash, key))
             };

@@ -65,11 +65,6 @@ impl Default for Distinct {
 pub enum State {
     Ring(Ring),
     Distinct(Distinct),
-    Last {
-        value: verdict_core::Value,
-        at: i64,
-    },
-    Since {
-        at: i64,
-    },
+    Last { value: verdict_core::Value, at: i64 },
+    Since { at: i64 },
 }

@@ -86,7 +86,10 @@ impl Instance {
         rt.block_on(self.client.execute(&mut self.batch))
             .map_err(|e| e.kind())?;
         for (n, (_, out)) in outs.iter_mut().enumerate() {
-            assert!(self.batch.read(n, out), "event {n} has every shared feature");
+            assert!(
+                self.batch.read(n, out),
+                "event {n} has every shared feature"
+            );
         }
         Ok(outs)
     }
@@ -158,9 +161,9 @@ fn same_as_local(
             break;
         }
         let burst = &events[at..(at + size).min(events.len())];
-        let got = shared.burst(rt, burst).map_err(|k| {
-            TestCaseError::fail(format!("the shared store failed: {}", k.as_str()))
-        })?;
+        let got = shared
+            .burst(rt, burst)
+            .map_err(|k| TestCaseError::fail(format!("the shared store failed: {}", k.as_str())))?;
         for (k, (e, (outcome, out))) in burst.iter().zip(got).enumerate() {
             let mut want = vec![Value::Missing; features_len(&catalogue)];
             let local_outcome = local.read_and_update(&e.parse(&parser), &mut want);
@@ -210,34 +213,46 @@ fn ev(id: &str, t: i64, user: &str, device: &str, amount: i64) -> Ev {
     }
 }
 
-/// More distinct values than the exact list holds: the sketch of the
-/// shared store answers what the local one does, to the unit.
+/// More distinct values than the exact list holds: exact and equal to the
+/// local store's while the window holds at most 32, then a sketch as close
+/// to the truth as the local one. (The two sketches differ in their value
+/// hashes: the shared one uses XXH64, fixed across builds, so instances
+/// agree; the local one keeps the hash its snapshots hold.)
 #[test]
-fn a_distinct_count_past_its_exact_list_agrees_with_local() {
+fn a_distinct_count_past_its_exact_list_stays_near_the_truth() {
     let server = RedisServer::start();
     let rt = runtime();
-    // Sixty users on one device within its ten-minute window.
-    let events: Vec<Ev> = (0..60)
+    // Eighty users on one device within its ten-minute window.
+    let events: Vec<Ev> = (0..80)
         .map(|n| ev(&format!("e{n}"), T0 + n * 5_000, &format!("u{n}"), "d1", 1))
         .collect();
     let (local, catalogue) = store_of(DEFS, StoreConfig::default());
     let mut shared = Instance::new(config(vec![server.url()], false));
     let parser = parser();
     let got = shared.burst(&rt, &events).unwrap();
-    let mut last = Value::Missing;
-    for (e, (_, out)) in events.iter().zip(&got) {
+    for (n, (e, (_, out))) in events.iter().zip(&got).enumerate() {
         let mut want = vec![Value::Missing; features_len(&catalogue)];
         local.read_and_update(&e.parse(&parser), &mut want);
-        assert_eq!(
-            get(&shared.catalogue, out, "feature.device.users_10m"),
-            get(&catalogue, &want, "feature.device.users_10m"),
-            "event {}",
-            e.id
-        );
-        last = get(&catalogue, &want, "feature.device.users_10m").clone();
+        let path = "feature.device.users_10m";
+        let (Value::Number(s), Value::Number(l)) = (
+            get(&shared.catalogue, out, path),
+            get(&catalogue, &want, path),
+        ) else {
+            panic!("distinct counts are numbers");
+        };
+        // Event n reads the n users before it.
+        let truth = n as f64;
+        if n <= 32 {
+            assert_eq!((*s, *l), (truth, truth), "event {n}: exact");
+        } else {
+            for (who, x) in [("shared", s), ("local", l)] {
+                assert!(
+                    (truth * 0.6..=truth * 1.4).contains(x) && *x >= 32.0,
+                    "event {n}: {who} reads {x} for {truth}"
+                );
+            }
+        }
     }
-    // The local sketch is what answered the last reads.
-    assert!(matches!(last, Value::Number(n) if n > 32.0), "{last:?}");
 }
 
 /// A redelivery, on another instance, reads what the first delivery read
@@ -249,19 +264,39 @@ fn a_redelivery_on_another_instance_reads_its_first_values() {
     let config = config(vec![server.url()], false);
     let mut a = Instance::new(config.clone());
     let mut b = Instance::new(config);
-    a.burst(&rt, &[ev("e1", T0, "u1", "d1", 100), ev("e2", T0 + 1_000, "u2", "d1", 50)])
+    a.burst(
+        &rt,
+        &[
+            ev("e1", T0, "u1", "d1", 100),
+            ev("e2", T0 + 1_000, "u2", "d1", 50),
+        ],
+    )
+    .unwrap();
+    let first = a
+        .burst(&rt, &[ev("e3", T0 + 2_000, "u3", "d1", 7)])
         .unwrap();
-    let first = a.burst(&rt, &[ev("e3", T0 + 2_000, "u3", "d1", 7)]).unwrap();
-    a.burst(&rt, &[ev("e4", T0 + 3_000, "u4", "d1", 9)]).unwrap();
+    a.burst(&rt, &[ev("e4", T0 + 3_000, "u4", "d1", 9)])
+        .unwrap();
     // Instance a crashed before committing e3; b owns its partition now.
-    let again = b.burst(&rt, &[ev("e3", T0 + 2_000, "u3", "d1", 7)]).unwrap();
-    assert_eq!(again[0].0, UpdateOutcome::Added, "b's local dedup never saw e3");
-    assert_eq!(again[0].1, first[0].1, "the same values as the first delivery");
+    let again = b
+        .burst(&rt, &[ev("e3", T0 + 2_000, "u3", "d1", 7)])
+        .unwrap();
+    assert_eq!(
+        again[0].0,
+        UpdateOutcome::Added,
+        "b's local dedup never saw e3"
+    );
+    assert_eq!(
+        again[0].1, first[0].1,
+        "the same values as the first delivery"
+    );
     assert_eq!(
         get(&a.catalogue, &again[0].1, "feature.device.users_10m"),
         &Value::Number(2.0)
     );
-    let next = b.burst(&rt, &[ev("e5", T0 + 4_000, "u5", "d1", 1)]).unwrap();
+    let next = b
+        .burst(&rt, &[ev("e5", T0 + 4_000, "u5", "d1", 1)])
+        .unwrap();
     // d1 has seen e1..e4 once each: four users, four events.
     assert_eq!(
         get(&b.catalogue, &next[0].1, "feature.device.users_10m"),
@@ -296,11 +331,17 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
         a.store.push_shared(&event, outcome, &mut a.batch);
         let err = rt.block_on(a.client.execute(&mut a.batch)).unwrap_err();
         assert!(
-            matches!(err.kind(), SharedErrorKind::Unavailable | SharedErrorKind::Timeout),
+            matches!(
+                err.kind(),
+                SharedErrorKind::Unavailable | SharedErrorKind::Timeout
+            ),
             "{err}"
         );
         assert!(!a.batch.read(0, &mut out), "the features are missing");
-        assert_eq!(get(&a.catalogue, &out, "feature.device.users_10m"), &Value::Missing);
+        assert_eq!(
+            get(&a.catalogue, &out, "feature.device.users_10m"),
+            &Value::Missing
+        );
     }
     // Back, empty (nothing was saved) and without the script: the store
     // reconnects and loads it again.
@@ -309,10 +350,16 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
         .get_hash()
         .to_owned();
     let exists = |port| command(port, &format!("SCRIPT EXISTS {sha}")).unwrap();
-    assert!(exists(server.port).contains(":0"), "a restarted server has no script");
+    assert!(
+        exists(server.port).contains(":0"),
+        "a restarted server has no script"
+    );
     let mut recovered = None;
     for attempt in 0..100 {
-        match a.burst(&rt, &[ev(&format!("r{attempt}"), T0 + 2_000, "u9", "d9", 1)]) {
+        match a.burst(
+            &rt,
+            &[ev(&format!("r{attempt}"), T0 + 2_000, "u9", "d9", 1)],
+        ) {
             Ok(outs) => {
                 recovered = Some(outs);
                 break;
@@ -321,7 +368,10 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
         }
     }
     let outs = recovered.expect("the store answers again once Redis is back");
-    assert!(exists(server.port).contains(":1"), "the script was loaded again");
+    assert!(
+        exists(server.port).contains(":1"),
+        "the script was loaded again"
+    );
     assert_eq!(
         get(&a.catalogue, &outs[0].1, "feature.device.users_10m"),
         &Value::Number(0.0)
@@ -356,6 +406,10 @@ fn a_cluster_keeps_shared_windows_equal_to_local_ones() {
     // The entities are spread: every node holds some of them.
     for node in &cluster.nodes {
         let keys = command(node.port, "DBSIZE").unwrap();
-        assert!(keys.starts_with(':') && keys.trim() != ":0", "node {} holds {keys}", node.port);
+        assert!(
+            keys.starts_with(':') && keys.trim() != ":0",
+            "node {} holds {keys}",
+            node.port
+        );
     }
 }

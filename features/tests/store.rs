@@ -522,13 +522,24 @@ fn a_shared_kind_is_not_kept_locally() {
     let shared = format!("{DEFS}\n[placement]\ndevice = \"shared\"\n");
     let (store, catalogue) = store_of(&shared, StoreConfig::default());
     assert_eq!(
-        store.defs().entities.iter().map(|e| e.placement).collect::<Vec<_>>(),
+        store
+            .defs()
+            .entities
+            .iter()
+            .map(|e| e.placement)
+            .collect::<Vec<_>>(),
         // Kinds in name order: device, then user.
-        [verdict_features::Placement::Shared, verdict_features::Placement::Local]
+        [
+            verdict_features::Placement::Shared,
+            verdict_features::Placement::Local
+        ]
     );
     run(&store, &catalogue, &traffic(200, 10));
-    let kinds: std::collections::BTreeSet<usize> =
-        store.encoded_entities().into_keys().map(|(k, _)| k).collect();
+    let kinds: std::collections::BTreeSet<usize> = store
+        .encoded_entities()
+        .into_keys()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), [1], "users only");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("features.arrow");

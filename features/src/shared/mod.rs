@@ -149,7 +149,9 @@ pub enum SharedError {
         message: String,
     },
     /// A reply that does not parse as the script's.
-    #[error("shared feature store: a malformed reply ({0}); is another program writing these keys?")]
+    #[error(
+        "shared feature store: a malformed reply ({0}); is another program writing these keys?"
+    )]
     Reply(#[from] ReplyError),
 }
 
@@ -270,9 +272,8 @@ impl SharedStore {
                         .set_response_timeout(None)
                         .set_number_of_retries(2)
                         .set_max_delay(Duration::from_secs(1));
-                    let conn =
-                        redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-                            .map_err(redis_error)?;
+                    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+                        .map_err(redis_error)?;
                     Ok(Conn::Single(conn))
                 }
             })
@@ -319,11 +320,16 @@ impl SharedStore {
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).clone();
             match &conn {
                 Conn::Single(c) => {
-                    let _: String = load.query_async(&mut c.clone()).await.map_err(redis_error)?;
+                    let _: String = load
+                        .query_async(&mut c.clone())
+                        .await
+                        .map_err(redis_error)?;
                 }
                 Conn::Cluster(c) => {
-                    let _: redis::Value =
-                        load.query_async(&mut c.clone()).await.map_err(redis_error)?;
+                    let _: redis::Value = load
+                        .query_async(&mut c.clone())
+                        .await
+                        .map_err(redis_error)?;
                 }
             }
             answers = send(&conn, &batch.ops, sha).await?;
@@ -342,9 +348,7 @@ impl SharedStore {
                 return Err(ReplyError::TooLarge(bytes.len()).into());
             }
             let shape = &batch.shape.kinds[op.kind];
-            batch
-                .replies
-                .push(parse_reply(&bytes, &shape.aggs)?);
+            batch.replies.push(parse_reply(&bytes, &shape.aggs)?);
         }
         Ok(())
     }
@@ -392,8 +396,10 @@ async fn send(
                 pipe.add_command(command(op, sha));
             }
             pipe.ignore_errors();
-            let answers: Vec<redis::RedisResult<redis::Value>> =
-                pipe.query_async(&mut c.clone()).await.map_err(redis_error)?;
+            let answers: Vec<redis::RedisResult<redis::Value>> = pipe
+                .query_async(&mut c.clone())
+                .await
+                .map_err(redis_error)?;
             if answers.len() != ops.len() {
                 return Err(ReplyError::Shape(format!(
                     "{} answers to {} operations",
@@ -486,7 +492,10 @@ impl SharedBatch {
 
     /// How many events were pushed.
     pub fn events(&self) -> usize {
-        self.sources.len().checked_div(self.shape.kinds.len()).unwrap_or(0)
+        self.sources
+            .len()
+            .checked_div(self.shape.kinds.len())
+            .unwrap_or(0)
     }
 
     /// How many entity operations go to Redis (one per shared entity of
@@ -501,7 +510,12 @@ impl SharedBatch {
     pub fn read(&self, n: usize, out: &mut [Value]) -> bool {
         let k = self.shape.kinds.len();
         let mut complete = true;
-        for (kind, source) in self.shape.kinds.iter().zip(&self.sources[n * k..(n + 1) * k]) {
+        for (kind, source) in self
+            .shape
+            .kinds
+            .iter()
+            .zip(&self.sources[n * k..(n + 1) * k])
+        {
             let values = match source {
                 Source::Op(i) => self.replies.get(*i),
                 Source::Empty => {

@@ -151,7 +151,11 @@ mod tests {
             b"Fv2:q1",
             b"F",
         ] {
-            assert!(parse_reply(bad, &aggs).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_reply(bad, &aggs).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

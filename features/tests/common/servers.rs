@@ -138,7 +138,10 @@ impl RedisCluster {
             assert!(r.as_deref().is_some_and(|r| r.starts_with("+OK")), "{r:?}");
         }
         for node in &nodes[1..] {
-            let r = command(node.port, &format!("CLUSTER MEET 127.0.0.1 {}", nodes[0].port));
+            let r = command(
+                node.port,
+                &format!("CLUSTER MEET 127.0.0.1 {}", nodes[0].port),
+            );
             assert!(r.as_deref().is_some_and(|r| r.starts_with("+OK")), "{r:?}");
         }
         let started = Instant::now();
