@@ -15,7 +15,7 @@ use common::*;
 use proptest::prelude::*;
 use verdict_core::{Catalogue, Value};
 use verdict_features::shared::{
-    NoObserver, SharedBatch, SharedConfig, SharedErrorKind, SharedStore,
+    NoObserver, SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
 };
 use verdict_features::{FeatureStore, StoreConfig, UpdateOutcome};
 
@@ -54,11 +54,37 @@ struct Instance {
     batch: SharedBatch,
 }
 
+/// Counts what the shared store reports.
+#[derive(Default)]
+struct Counts {
+    completed: AtomicU64,
+    operations: AtomicU64,
+    failed: std::sync::Mutex<Vec<SharedErrorKind>>,
+}
+
+struct Counting(std::sync::Arc<Counts>);
+
+impl SharedObserver for Counting {
+    fn completed(&self, operations: usize, _elapsed: std::time::Duration) {
+        self.0.completed.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .operations
+            .fetch_add(operations as u64, Ordering::Relaxed);
+    }
+    fn failed(&self, kind: SharedErrorKind, _operations: usize) {
+        self.0.failed.lock().unwrap().push(kind);
+    }
+}
+
 impl Instance {
     fn new(config: SharedConfig) -> Instance {
+        Instance::observed(config, Box::new(NoObserver))
+    }
+
+    fn observed(config: SharedConfig, observer: Box<dyn SharedObserver>) -> Instance {
         let (store, catalogue) = store_of(&shared_defs(), StoreConfig::default());
         let batch = store.shared_batch(&config);
-        let client = SharedStore::new(config, Box::new(NoObserver)).unwrap();
+        let client = SharedStore::new(config, observer).unwrap();
         Instance {
             store,
             catalogue,
@@ -319,8 +345,12 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
     let mut cfg = config(vec![server.url()], false);
     cfg.deadline_ms = 500;
     cfg.connect_timeout_ms = 200;
-    let mut a = Instance::new(cfg);
+    let counts = std::sync::Arc::new(Counts::default());
+    let mut a = Instance::observed(cfg, Box::new(Counting(counts.clone())));
     a.burst(&rt, &[ev("e1", T0, "u1", "d1", 100)]).unwrap();
+    assert_eq!(counts.completed.load(Ordering::Relaxed), 1);
+    // One event, two shared entities (its user and its device).
+    assert_eq!(counts.operations.load(Ordering::Relaxed), 2);
     server.stop();
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&a.catalogue)];
@@ -368,6 +398,12 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
         }
     }
     let outs = recovered.expect("the store answers again once Redis is back");
+    let failed = counts.failed.lock().unwrap().clone();
+    assert!(
+        failed.len() >= 3,
+        "every failed batch is reported: {failed:?}"
+    );
+    assert_eq!(counts.completed.load(Ordering::Relaxed), 2);
     assert!(
         exists(server.port).contains(":1"),
         "the script was loaded again"
