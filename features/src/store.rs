@@ -325,7 +325,10 @@ impl FeatureStore {
 
     /// Fills `out` (indexed by feature slot) with the features `event` sees
     /// from the events before it, then adds the event. Safe to call from
-    /// several threads; call in order within one partition.
+    /// several threads; call in order within one partition. The features
+    /// of kinds placed `shared` are not written here: push the event to a
+    /// [`SharedBatch`](crate::shared::SharedBatch) with this outcome, and
+    /// read them from it once it has run.
     pub fn read_and_update(&self, event: &Event, out: &mut [Value]) -> UpdateOutcome {
         self.update(event, out, true).outcome
     }
