@@ -24,6 +24,9 @@ fi
 VERDICT_TANSU="$PWD/.verdict/bin/tansu"
 export VERDICT_TANSU
 
+# Redis 7 for the shared feature store's tests.
+scripts/ensure-redis.sh
+
 # The Python tools the tests use (the Kafka client of the end-to-end test),
 # in .verdict/venv.
 scripts/ensure-python.sh

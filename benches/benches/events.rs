@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use verdict_gen::{GenConfig, Generator};
 use verdict_core::{Action, Decision, EventParser, Hit, Schema, Scores};
+use verdict_gen::{GenConfig, Generator};
 
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;

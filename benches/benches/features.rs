@@ -15,16 +15,150 @@
 //!
 //! At start the bench prints, for the million-user store, the bytes per
 //! entity the store estimates (`bytes_per_entity`, `stats()`) and the
-//! growth of the process's resident set while filling it, per entity.
+//! growth of the process's resident set while filling it, per entity, and
+//! heap allocations per event (counted by the bench's global allocator).
+//!
+//! Beside it, in the same run, the naive peer: a `HashMap` of `VecDeque`s
+//! per entity kind, keeping every event of each entity within the longest
+//! window and recomputing every feature from them (exact sliding windows,
+//! the same definitions and filters), on the same traffic.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use verdict_core::Record;
 use verdict_core::{Catalogue, Event, EventParser, Namespace, Schema, Value};
-use verdict_features::{FeatureDefs, FeatureStore, StoreConfig, UpdateOutcome};
+use verdict_features::{Agg, FeatureDefs, FeatureStore, StoreConfig, UpdateOutcome};
+
+mod alloc_count;
+
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
+
+fn allocations() -> u64 {
+    alloc_count::count()
+}
+
+/// Per entity kind: key → (time, event values) of its events, oldest
+/// first.
+type NaiveWindows = Vec<HashMap<Box<str>, VecDeque<(i64, Box<[Value]>)>>>;
+
+/// The naive peer: every event of each entity within the longest window,
+/// features recomputed from the list.
+struct Naive {
+    defs: FeatureDefs,
+    maps: NaiveWindows,
+    /// Per entity kind, its features and its longest window.
+    features: Vec<(Vec<usize>, i64)>,
+}
+
+/// A hash of a value for the naive distinct count.
+fn naive_hash(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match v {
+        Value::String(s) => s.hash(&mut h),
+        Value::Number(x) => x.to_bits().hash(&mut h),
+        Value::Bool(b) => b.hash(&mut h),
+        Value::Timestamp(t) => t.hash(&mut h),
+        Value::Missing => {}
+    }
+    h.finish()
+}
+
+impl Naive {
+    fn new(defs: FeatureDefs) -> Naive {
+        let features = (0..defs.entities.len())
+            .map(|e| {
+                let fs: Vec<usize> = (0..defs.features.len())
+                    .filter(|&i| defs.features[i].entity == e)
+                    .collect();
+                let longest = defs.longest_window_ms();
+                (fs, longest)
+            })
+            .collect();
+        Naive {
+            maps: defs.entities.iter().map(|_| HashMap::new()).collect(),
+            features,
+            defs,
+        }
+    }
+
+    fn read_and_update(&mut self, event: &Event, out: &mut [Value]) {
+        let t = event.timestamp_ms();
+        for (e, entity) in self.defs.entities.iter().enumerate() {
+            let Value::String(key) = event.get(entity.key_slot) else {
+                continue;
+            };
+            let (fs, longest) = &self.features[e];
+            let events = match self.maps[e].get_mut(&**key) {
+                Some(events) => events,
+                None => self.maps[e].entry(Box::from(&**key)).or_default(),
+            };
+            while events.front().is_some_and(|(te, _)| *te <= t - longest) {
+                events.pop_front();
+            }
+            for &i in fs {
+                let f = &self.defs.features[i];
+                let mut n = 0u64;
+                let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+                let mut distinct: HashSet<u64> = HashSet::new();
+                let mut last = (i64::MIN, &Value::Missing);
+                for (te, values) in events.iter() {
+                    let record = Record {
+                        event: values,
+                        features: &[],
+                        model: &[],
+                    };
+                    if *te > t || f.filter.as_ref().is_some_and(|flt| !flt.matches(&record)) {
+                        continue;
+                    }
+                    if f.window_ms > 0 && *te <= t - f.window_ms {
+                        continue;
+                    }
+                    let v = f.field.map_or(&Value::Missing, |s| &values[s]);
+                    match (f.agg, v) {
+                        (Agg::Count | Agg::SecsSinceLast, _) => n += 1,
+                        (Agg::DistinctCount, v) if !v.is_missing() => {
+                            distinct.insert(naive_hash(v));
+                        }
+                        (Agg::Last, v) if !v.is_missing() && *te >= last.0 => last = (*te, v),
+                        (_, Value::Number(x)) => {
+                            n += 1;
+                            sum += x;
+                            min = min.min(*x);
+                            max = max.max(*x);
+                        }
+                        _ => {}
+                    }
+                    if f.agg == Agg::SecsSinceLast && *te >= last.0 {
+                        last = (*te, &Value::Missing);
+                    }
+                }
+                out[f.slot] = match f.agg {
+                    Agg::Count => Value::Number(n as f64),
+                    Agg::Sum => Value::Number(sum),
+                    Agg::Avg if n > 0 => Value::Number(sum / n as f64),
+                    Agg::Min if n > 0 => Value::Number(min),
+                    Agg::Max if n > 0 => Value::Number(max),
+                    Agg::DistinctCount => Value::Number(distinct.len() as f64),
+                    Agg::Last => last.1.clone(),
+                    Agg::SecsSinceLast if last.0 != i64::MIN => {
+                        Value::Number((t - last.0) as f64 / 1000.0)
+                    }
+                    _ => Value::Missing,
+                };
+            }
+            if !fs.is_empty() {
+                events.push_back((t, event.values().into()));
+            }
+        }
+    }
+}
 
 /// Users of the large store (each with its own device and IP).
 const LARGE_USERS: u32 = 1_000_000;
@@ -240,18 +374,86 @@ fn bench_store(c: &mut Criterion, name: &str, fx: &mut Fixture) {
         )
     });
     group.finish();
+    let events: Vec<Vec<Event>> = (0..8).map(|_| traffic.batch()).collect();
+    let before = allocations();
+    for batch in &events {
+        for e in batch {
+            store.read_and_update(e, &mut out);
+        }
+    }
+    let n = (events.len() * BATCH) as f64;
+    eprintln!(
+        "{name}: {:.2} heap allocations per event (read_and_update, steady state)",
+        (allocations() - before) as f64 / n
+    );
     let stats = store.stats();
     assert_eq!(stats.duplicates, 0);
     assert_eq!(stats.late_events, 0);
     assert_eq!(stats.evictions, 0);
 }
 
+/// The naive peer on the same traffic as the store's bench.
+fn bench_naive(c: &mut Criterion, name: &str, users: u32) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let schema = Arc::new(Schema::load(&root.join("examples/schema.toml")).expect("schema loads"));
+    let mut defs = FeatureDefs::load(&root.join("examples/features.toml"), &schema)
+        .unwrap_or_else(|e| panic!("example features load: {e}"));
+    let mut catalogue = Catalogue::from_schema(&schema);
+    for f in &mut defs.features {
+        let slot = catalogue.add_feature(&defs.entities[f.entity].name, &f.name, f.ty);
+        f.slot = slot.index as usize;
+    }
+    let mut naive = Naive::new(defs);
+    let mut traffic = Traffic::new(schema, users, 0x5eed_0000 + u64::from(users));
+    let mut out = vec![Value::Missing; catalogue.len(Namespace::Feature)];
+    let rss_before = rss_bytes();
+    for u in 1..=users {
+        let e = traffic.event_for(u);
+        naive.read_and_update(&e, &mut out);
+    }
+    let grown = rss_bytes().saturating_sub(rss_before);
+    eprintln!(
+        "{name}: naive peer filled: RSS +{:.0} MiB, {:.0} B per entity (all kinds), growing with events per entity",
+        grown as f64 / 1048576.0,
+        grown as f64 / (3.0 * f64::from(users))
+    );
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("naive_hashmap_vecdeque", |b| {
+        b.iter_batched_ref(
+            || traffic.batch(),
+            |events| {
+                for e in events.iter() {
+                    naive.read_and_update(e, &mut out);
+                }
+                black_box(&out);
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+    let events: Vec<Vec<Event>> = (0..8).map(|_| traffic.batch()).collect();
+    let before = allocations();
+    for batch in &events {
+        for e in batch {
+            naive.read_and_update(e, &mut out);
+        }
+    }
+    eprintln!(
+        "{name}: naive peer: {:.2} heap allocations per event",
+        (allocations() - before) as f64 / (events.len() * BATCH) as f64
+    );
+}
+
 fn features(c: &mut Criterion) {
     let mut large = fixture(LARGE_USERS, true);
     bench_store(c, "features_1m_users", &mut large);
     drop(large);
+    bench_naive(c, "features_1m_users", LARGE_USERS);
     let mut small = fixture(SMALL_USERS, false);
     bench_store(c, "features_2k_users", &mut small);
+    drop(small);
+    bench_naive(c, "features_2k_users", SMALL_USERS);
 }
 
 criterion_group!(benches, features);

@@ -4,6 +4,10 @@
 //! ```toml
 //! [entities]
 //! user = "user_id"          # entity = the event field that keys it
+//! device = "device_id"
+//!
+//! [placement]               # optional: where each kind's windows live
+//! device = "shared"         # local (the default: in this process) or shared (Redis)
 //!
 //! [[feature]]
 //! entity = "user"
@@ -84,6 +88,34 @@ pub struct StreamFeature {
     pub slot: usize,
 }
 
+/// Where an entity kind's windows are kept.
+///
+/// Events are partitioned by one key (the message key, `user_id` in the
+/// examples): every event of one user reaches the instance that owns the
+/// user's partition, so the user's windows are complete there, `local`.
+/// A kind keyed by another field (a device, an IP) sees its events spread
+/// over every instance of the consumer group: with more than one
+/// instance, each local copy holds a fraction of them, and only `shared`
+/// gives every instance the whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// In this process: right for the kind of the partition key, and for
+    /// every kind when one instance runs.
+    #[default]
+    Local,
+    /// In Redis, shared by every instance (see `shared`).
+    Shared,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Local => "local",
+            Placement::Shared => "shared",
+        }
+    }
+}
+
 /// One entity kind.
 #[derive(Debug)]
 pub struct Entity {
@@ -91,6 +123,7 @@ pub struct Entity {
     /// The event slot of its key (a string field).
     pub key_slot: usize,
     pub key_field: String,
+    pub placement: Placement,
 }
 
 /// One batch view: a SQL query returning one row per entity key.
@@ -118,6 +151,8 @@ pub struct FeatureDefs {
 struct RawFile {
     #[serde(default)]
     entities: BTreeMap<String, String>,
+    #[serde(default)]
+    placement: BTreeMap<String, toml::Spanned<String>>,
     #[serde(default)]
     feature: Vec<toml::Spanned<RawFeature>>,
     #[serde(default)]
@@ -208,7 +243,29 @@ impl FeatureDefs {
                 name: name.clone(),
                 key_slot,
                 key_field: field.clone(),
+                placement: Placement::Local,
             });
+        }
+        for (name, value) in &raw.placement {
+            let line = line_of(text, value.span().start);
+            let entity = entities.iter_mut().find(|e| &e.name == name).ok_or_else(|| {
+                bad(
+                    line,
+                    format!("[placement] names `{name}`, which is not an entity; declare it under [entities]"),
+                )
+            })?;
+            entity.placement = match value.get_ref().as_str() {
+                "local" => Placement::Local,
+                "shared" => Placement::Shared,
+                other => {
+                    return Err(bad(
+                        line,
+                        format!(
+                            "placement `{other}` for `{name}`: use \"local\" (kept in this process) or \"shared\" (kept in Redis, for a kind that is not the message key when several instances run)"
+                        ),
+                    ));
+                }
+            };
         }
         let entity_index = |name: &str, line: usize| {
             entities.iter().position(|e| e.name == name).ok_or_else(|| {
@@ -333,6 +390,13 @@ impl FeatureDefs {
             features,
             batches,
         })
+    }
+
+    /// Whether any entity kind is placed `shared`.
+    pub fn has_shared(&self) -> bool {
+        self.entities
+            .iter()
+            .any(|e| e.placement == Placement::Shared)
     }
 
     /// The longest window of any feature (entities idle longer are evicted).

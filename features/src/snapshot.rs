@@ -24,9 +24,16 @@ use datafusion::arrow::record_batch::RecordBatch;
 use verdict_core::Value;
 
 use crate::FeatureError;
-use crate::defs::BUCKETS;
-use crate::store::{EntityState, FeatureStore};
+use crate::defs::{BUCKETS, Placement};
+use crate::entity::Entity;
+use crate::store::FeatureStore;
 use crate::window::{Distinct, Ring, State};
+
+/// One entity's portable states, as a snapshot row holds them.
+struct EntityState {
+    last_seen: i64,
+    states: Vec<State>,
+}
 
 const ROWS_PER_BATCH: usize = 65_536;
 
@@ -61,10 +68,10 @@ fn put_i64(b: &mut Vec<u8>, x: i64) {
     b.extend_from_slice(&x.to_le_bytes());
 }
 
-fn encode(s: &EntityState, b: &mut Vec<u8>) {
+fn encode(last_seen: i64, states: &[State], b: &mut Vec<u8>) {
     b.clear();
-    put_i64(b, s.last_seen);
-    for st in s.states.iter() {
+    put_i64(b, last_seen);
+    for st in states {
         match st {
             State::Ring(r) => {
                 b.push(0);
@@ -181,7 +188,7 @@ fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
                     d.exact.push((h, r.i64()?));
                 }
                 if tag == 1 {
-                    let mut regs = Box::new([[0; crate::window::HLL_REGISTERS]; BUCKETS]);
+                    let mut regs = Box::new([[0; crate::entity::HLL_REGISTERS]; BUCKETS]);
                     for row in regs.iter_mut() {
                         let n = row.len();
                         row.copy_from_slice(r.take(n)?);
@@ -210,27 +217,34 @@ fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
         };
         states.push(st);
     }
-    r.0.is_empty().then_some(EntityState {
-        last_seen,
-        states: states.into(),
-    })
+    r.0.is_empty().then_some(EntityState { last_seen, states })
 }
 
 impl FeatureStore {
     /// A fingerprint of the streaming definitions a snapshot is valid for.
     fn fingerprint(&self) -> String {
         // The encoding's version: 2 since the sketch's ranks were fixed.
+        let defs = &self.inner.defs;
         let mut s = format!("format=2;buckets={BUCKETS};");
-        for f in &self.defs.features {
+        for f in &defs.features {
             s += &format!(
                 "{}.{}:{:?}:{}:{:?}:{};",
-                self.defs.entities[f.entity].name,
+                defs.entities[f.entity].name,
                 f.name,
                 f.agg,
                 f.window_ms,
                 f.field,
                 f.filter.as_ref().map_or("", |x| x.text())
             );
+        }
+        // Shared kinds are not in a snapshot: one taken while a kind was
+        // local does not restore once it is shared, nor the other way.
+        for e in defs
+            .entities
+            .iter()
+            .filter(|e| e.placement == Placement::Shared)
+        {
+            s += &format!("shared={};", e.name);
         }
         s
     }
@@ -239,12 +253,13 @@ impl FeatureStore {
     /// key: two stores hold the same features exactly when these are equal.
     pub fn encoded_entities(&self) -> BTreeMap<(usize, Box<str>), Vec<u8>> {
         let mut out = BTreeMap::new();
-        for (e, map) in self.maps.iter().enumerate() {
-            for item in map.iter() {
+        for (e, map) in self.inner.maps.iter().enumerate() {
+            let layout = &self.inner.layouts[e];
+            map.for_each(|entity| {
                 let mut buf = Vec::new();
-                encode(item.value(), &mut buf);
-                out.insert((e, item.key().clone()), buf);
-            }
+                encode(entity.last_seen, &entity.export(layout), &mut buf);
+                out.insert((e, entity.key().into_boxed_str()), buf);
+            });
         }
         out
     }
@@ -262,7 +277,7 @@ impl FeatureStore {
         };
         let definitions = self.fingerprint();
         let positions = serde_json::to_string(positions).map_err(|e| fail(e.to_string()))?;
-        let watermark = self.watermark.load(Ordering::Acquire).to_string();
+        let watermark = self.inner.watermark.load(Ordering::Acquire).to_string();
         let mut metadata = std::collections::HashMap::new();
         metadata.insert(
             "verdict.check".to_owned(),
@@ -290,7 +305,8 @@ impl FeatureStore {
         let mut rows = 0;
         let mut content = twox_hash::XxHash64::with_seed(0);
         let mut buf = Vec::new();
-        for (e, map) in self.maps.iter().enumerate() {
+        for (e, map) in self.inner.maps.iter().enumerate() {
+            let layout = &self.inner.layouts[e];
             let mut entity = UInt32Builder::new();
             let mut keys = StringBuilder::new();
             let mut states = BinaryBuilder::new();
@@ -312,20 +328,30 @@ impl FeatureStore {
                 .map_err(|e| fail(e.to_string()))?;
                 writer.write(&batch).map_err(|e| fail(e.to_string()))
             };
-            for item in map.iter() {
-                encode(item.value(), &mut buf);
+            let mut failed = None;
+            map.for_each(|item| {
+                if failed.is_some() {
+                    return;
+                }
+                let key = item.key();
+                encode(item.last_seen, &item.export(layout), &mut buf);
                 entity.append_value(e as u32);
-                keys.append_value(&**item.key());
+                keys.append_value(&key);
                 states.append_value(&buf);
-                let check = row_check(e as u32, item.key(), &buf);
+                let check = row_check(e as u32, &key, &buf);
                 checks.append_value(check);
                 std::hash::Hasher::write_u64(&mut content, check);
                 n += 1;
                 rows += 1;
                 if n == ROWS_PER_BATCH {
-                    flush(&mut entity, &mut keys, &mut states, &mut checks)?;
+                    if let Err(err) = flush(&mut entity, &mut keys, &mut states, &mut checks) {
+                        failed = Some(err);
+                    }
                     n = 0;
                 }
+            });
+            if let Some(err) = failed {
+                return Err(err);
             }
             if n > 0 {
                 flush(&mut entity, &mut keys, &mut states, &mut checks)?;
@@ -373,17 +399,17 @@ impl FeatureStore {
                 "{m}; delete it to start empty (the features rebuild from the events)"
             ))
         })?;
-        for map in &self.maps {
+        for map in &self.inner.maps {
             map.clear();
         }
         let mut grown = 0;
         let entities = rows.len();
-        for (e, key, state) in rows {
-            grown += state.states.iter().map(State::heap_bytes).sum::<usize>();
-            self.maps[e].insert(key, state);
+        for (e, entity) in rows {
+            grown += entity.heap_bytes() + entity.key_bytes();
+            self.inner.maps[e].insert(entity);
         }
-        self.grown.store(grown as i64, Ordering::Relaxed);
-        self.watermark.store(watermark, Ordering::Release);
+        self.inner.grown.store(grown as i64, Ordering::Relaxed);
+        self.inner.watermark.store(watermark, Ordering::Release);
         tracing::info!(path = %path.display(), entities, "feature snapshot restored");
         Ok(positions)
     }
@@ -448,14 +474,18 @@ impl FeatureStore {
                     ));
                 }
                 let e = kind as usize;
-                let n_states = self
-                    .by_entity
+                let layout = self
+                    .inner
+                    .layouts
                     .get(e)
-                    .ok_or_else(|| format!("unknown entity kind {e}"))?
-                    .len();
-                let state = decode(bytes, n_states)
-                    .ok_or_else(|| format!("the state of `{key}` is corrupt"))?;
-                rows.push((e, Box::<str>::from(key), state));
+                    .filter(|_| self.inner.defs.entities[e].placement == Placement::Local)
+                    .ok_or_else(|| format!("unknown entity kind {e}"))?;
+                let corrupt = || format!("the state of `{key}` is corrupt");
+                let state = decode(bytes, layout.places.len()).ok_or_else(corrupt)?;
+                let hash = self.inner.keys.hash_one(key);
+                let entity = Entity::import(layout, hash, key, state.last_seen, state.states)
+                    .ok_or_else(corrupt)?;
+                rows.push((e, entity));
             }
         }
         let content = format!("{:016x}", std::hash::Hasher::finish(&content));
@@ -478,5 +508,5 @@ impl FeatureStore {
 struct Read {
     positions: BTreeMap<String, i64>,
     watermark: i64,
-    rows: Vec<(usize, Box<str>, EntityState)>,
+    rows: Vec<(usize, Entity)>,
 }

@@ -1,19 +1,40 @@
-//! The online store: per-entity states in `DashMap`s, read point-in-time
-//! and then updated, once per event.
+//! The online store: per-entity states in sharded hash tables, read
+//! point-in-time and then updated, once per event.
+//!
+//! Each entity kind has its own table, split into shards by the key's
+//! hash, each behind a `std::sync::Mutex` (never held across an await: the
+//! store is synchronous). An event locks at most one shard per kind, always
+//! in kind order, so two lanes wait for each other only when they touch
+//! the same shard of the same kind at the same moment.
+//!
+//! Eviction runs on a thread the store owns (see [`FeatureStore::maintain`]),
+//! never on an event's path: the event path only counts its updates and
+//! wakes that thread every [`SWEEP_EVERY`] of them, and the thread sweeps
+//! when event time or memory says there is something to evict. Owning the
+//! thread, rather than leaving the caller to run sweeps, keeps the memory
+//! budget a property of the store: no deployment can forget it. Its timing
+//! follows the events, not a clock, so tests with fewer events never see a
+//! sweep they did not ask for.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use ahash::{AHashSet, RandomState};
-use dashmap::DashMap;
+use ahash::RandomState;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use serde::Deserialize;
 use smallvec::SmallVec;
 use verdict_core::{Catalogue, Event, Record, Value};
 
 use crate::batch::BatchTables;
-use crate::defs::{Agg, FeatureDefs};
-use crate::window::{State, width};
+use crate::dedup::{Dedup, DedupSlot, Seen};
+use crate::defs::{Agg, FeatureDefs, Placement};
+use crate::entity::{Entity, Layout, PackedKey, pack_key};
+
+/// Added events between two wake-ups of the maintenance thread.
+pub const SWEEP_EVERY: u64 = 65_536;
+/// Shards per entity kind (a power of two).
+const SHARDS: usize = 64;
 
 /// How the store behaves; `[features]` in `verdict.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +71,21 @@ pub enum UpdateOutcome {
     TooLate,
 }
 
+/// What happened to an event's update, with where the dedup remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    pub outcome: UpdateOutcome,
+    /// For a fresh event (added or too late), the slot its id now holds;
+    /// for a duplicate, the slot of its first delivery. `None` only when
+    /// the dedup remembers nothing (`dedup_capacity = 0`).
+    pub slot: Option<DedupSlot>,
+    /// The hash the dedup keeps of the event id. A slot changes hands when
+    /// its id is forgotten, and also through [`FeatureStore::replay`],
+    /// whose events a caller may not record: keep this beside whatever is
+    /// stored at the slot and compare it before trusting it.
+    pub id_hash: u64,
+}
+
 /// Counters for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -60,54 +96,76 @@ pub struct StoreStats {
     pub evictions: u64,
 }
 
-/// One entity's states, one per feature of its kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EntityState {
-    /// Event time of its newest event.
-    pub last_seen: i64,
-    pub states: Box<[State]>,
-}
-
-/// Recently seen event ids (hashes), bounded.
-struct Dedup {
-    seen: AHashSet<u64>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl Dedup {
-    /// True when `h` is new.
-    fn insert(&mut self, h: u64) -> bool {
-        if self.capacity == 0 {
-            return true;
-        }
-        if !self.seen.insert(h) {
-            return false;
-        }
-        self.order.push_back(h);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
-    }
-}
-
-/// The stable hash of values and ids (the same in every run, so that
-/// snapshots restore).
+/// The stable hash of values (the same in every run, so that snapshots
+/// restore).
 pub(crate) fn hasher() -> RandomState {
     RandomState::with_seeds(0x5ee7_1a5e, 0x0dd5_eed5, 0x7e41_c0de, 0x0b5e_55ed)
 }
 
-/// The feature store.
-pub struct FeatureStore {
+/// A shard on a cache line pair of its own, so that lanes locking
+/// neighbouring shards do not fight over one line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded<T>(T);
+
+type Table = HashTable<Entity>;
+
+/// One entity kind's table.
+pub(crate) struct EntityMap {
+    shards: Box<[Padded<Mutex<Table>>]>,
+}
+
+impl EntityMap {
+    fn new() -> EntityMap {
+        EntityMap {
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Table> {
+        // Bits the table's own probing (low bits) and tags (top 7) leave.
+        lock(&self.shards[(hash >> 40) as usize & (SHARDS - 1)].0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(&s.0).len()).sum()
+    }
+
+    /// Calls `f` on every entity, shard by shard.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Entity)) {
+        for s in self.shards.iter() {
+            lock(&s.0).iter().for_each(&mut f);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        for s in self.shards.iter() {
+            lock(&s.0).clear();
+        }
+    }
+
+    /// Adds an entity whose key is not in the table.
+    pub(crate) fn insert(&self, e: Entity) {
+        self.shard(e.hash).insert_unique(e.hash, e, |x| x.hash);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a shard leaves whole entities behind (every
+    // update of one completes before the next starts), so the data stays
+    // usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the store shares with its maintenance thread.
+pub(crate) struct Inner {
     pub(crate) defs: FeatureDefs,
     /// Per entity kind, the indices of its features in `defs.features`.
     pub(crate) by_entity: Vec<Vec<usize>>,
-    pub(crate) maps: Vec<DashMap<Box<str>, EntityState, RandomState>>,
+    pub(crate) layouts: Vec<Layout>,
+    pub(crate) maps: Vec<EntityMap>,
     pub(crate) batch: BatchTables,
-    dedup: Mutex<Dedup>,
+    dedup: Dedup,
     pub(crate) watermark: AtomicI64,
     /// The watermark at the last sweep.
     swept_at: AtomicI64,
@@ -116,18 +174,56 @@ pub struct FeatureStore {
     duplicates: AtomicU64,
     evictions: AtomicU64,
     updates: AtomicU64,
-    /// Bytes the distinct counts have allocated beyond their fixed state.
+    sweeps: AtomicU64,
+    /// Bytes held beyond the entities' fixed states: keys and what distinct
+    /// counts allocate as they grow.
     pub(crate) grown: AtomicI64,
     /// Bytes of one entity's states, per entity kind.
     entity_bytes: Vec<usize>,
-    hash: RandomState,
+    /// Hashes distinct values (stable: snapshots hold these hashes).
+    pub(crate) hash: RandomState,
+    /// Hashes entity keys and event ids (in memory only).
+    pub(crate) keys: RandomState,
+}
+
+/// The maintenance thread and how to stop it.
+struct Maintainer {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The feature store.
+pub struct FeatureStore {
+    pub(crate) inner: Arc<Inner>,
+    maintainer: Maintainer,
+}
+
+impl Drop for FeatureStore {
+    fn drop(&mut self) {
+        self.maintainer.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.maintainer.thread.take() {
+            thread.thread().unpark();
+            // A sweep in progress finishes first; the thread holds no lock
+            // a caller could be waiting on here.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One entity of an event, found before any is read.
+struct Probe<'a> {
+    kind: usize,
+    hash: u64,
+    key: PackedKey,
+    shard: Option<MutexGuard<'a, Table>>,
 }
 
 impl FeatureStore {
     /// A store for `defs`; registers every feature in the catalogue, whose
     /// feature slots index the output of [`FeatureStore::read_and_update`].
     ///
-    /// Loads the batch views (running their queries) before returning.
+    /// Loads the batch views (running their queries) before returning, and
+    /// starts the store's maintenance thread.
     pub fn new(
         mut defs: FeatureDefs,
         catalogue: &mut Catalogue,
@@ -142,71 +238,104 @@ impl FeatureStore {
         for (i, f) in defs.features.iter().enumerate() {
             by_entity[f.entity].push(i);
         }
-        let entity_bytes = by_entity
-            .iter()
-            .map(|fs| {
-                96 + fs
-                    .iter()
-                    .map(|&i| State::new(defs.features[i].agg).bytes())
-                    .sum::<usize>()
-            })
-            .collect();
-        let maps = defs
-            .entities
-            .iter()
-            .map(|_| DashMap::with_hasher(RandomState::new()))
-            .collect();
-        Ok(FeatureStore {
+        let layouts: Vec<Layout> = by_entity.iter().map(|fs| Layout::new(&defs, fs)).collect();
+        let entity_bytes = layouts.iter().map(Layout::bytes).collect();
+        let maps = defs.entities.iter().map(|_| EntityMap::new()).collect();
+        let inner = Arc::new(Inner {
             by_entity,
+            layouts,
             maps,
             batch,
-            dedup: Mutex::new(Dedup {
-                seen: AHashSet::new(),
-                order: VecDeque::new(),
-                capacity: config.dedup_capacity,
-            }),
+            dedup: Dedup::new(config.dedup_capacity),
             watermark: AtomicI64::new(i64::MIN),
             swept_at: AtomicI64::new(i64::MIN),
             late: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             updates: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
             grown: AtomicI64::new(0),
             entity_bytes,
             hash: hasher(),
+            keys: RandomState::new(),
             config,
             defs,
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let inner: Weak<Inner> = Arc::downgrade(&inner);
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("feature-sweep".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park();
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        match inner.upgrade() {
+                            Some(inner) => inner.maybe_maintain(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| crate::FeatureError::Thread(e.to_string()))?
+        };
+        Ok(FeatureStore {
+            inner,
+            maintainer: Maintainer {
+                thread: Some(thread),
+                stop,
+            },
         })
     }
 
     /// Runs the batch queries again (see [`BatchTables::refresh`]).
     pub fn refresh_batch(&self) -> Result<(), crate::FeatureError> {
-        self.batch.refresh()
+        self.inner.batch.refresh()
     }
 
     /// How often the batch views want refreshing, if there are any.
     pub fn batch_refresh_every(&self) -> Option<std::time::Duration> {
-        self.batch.refresh_every()
+        self.inner.batch.refresh_every()
     }
 
     pub fn defs(&self) -> &FeatureDefs {
-        &self.defs
+        &self.inner.defs
     }
 
-    /// Bytes one entity of each kind holds (fixed by the definitions).
+    /// Bytes one entity of each kind holds (fixed by the definitions; its
+    /// key is charged beside).
     pub fn bytes_per_entity(&self) -> Vec<(String, usize)> {
-        self.defs
+        self.inner
+            .defs
             .entities
             .iter()
-            .zip(&self.entity_bytes)
+            .zip(&self.inner.entity_bytes)
             .map(|(e, b)| (e.name.clone(), *b))
             .collect()
     }
 
+    /// How many [`DedupSlot`]s there are: every slot an [`Update`] names is
+    /// below this, so an array this long, indexed by slot, can keep
+    /// something per remembered event id.
+    pub fn dedup_slots(&self) -> usize {
+        self.inner.dedup.slots()
+    }
+
     /// Fills `out` (indexed by feature slot) with the features `event` sees
     /// from the events before it, then adds the event. Safe to call from
-    /// several threads; call in order within one partition.
+    /// several threads; call in order within one partition. The features
+    /// of kinds placed `shared` are not written here: push the event to a
+    /// [`SharedBatch`](crate::shared::SharedBatch) with this outcome, and
+    /// read them from it once it has run.
     pub fn read_and_update(&self, event: &Event, out: &mut [Value]) -> UpdateOutcome {
+        self.update(event, out, true).outcome
+    }
+
+    /// [`FeatureStore::read_and_update`], also telling where the dedup
+    /// remembers the event id (see [`Update`]).
+    pub fn read_and_update_slot(&self, event: &Event, out: &mut [Value]) -> Update {
         self.update(event, out, true)
     }
 
@@ -217,40 +346,80 @@ impl FeatureStore {
     /// may have moved on with live traffic while older events are replayed,
     /// and each window takes an event as long as it falls in its span.
     pub fn replay(&self, event: &Event) -> UpdateOutcome {
-        self.update(event, &mut [], false)
+        self.update(event, &mut [], false).outcome
     }
 
-    fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> UpdateOutcome {
+    fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> Update {
+        let update = self.inner.update(event, out, lateness);
+        if update.outcome == UpdateOutcome::Added
+            && self.inner.updates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
+        {
+            self.wake();
+        }
+        update
+    }
+
+    /// Evicts entities idle beyond the longest window, then the longest
+    /// idle until the memory budget holds. The maintenance thread calls it
+    /// when due; a caller may too (tests do, to evict at a known moment).
+    pub fn maintain(&self) {
+        self.inner.maintain();
+    }
+
+    /// How many sweeps the maintenance thread has run.
+    pub fn sweeps(&self) -> u64 {
+        self.inner.sweeps.load(Ordering::Acquire)
+    }
+
+    /// The newest event time the store has seen, if any.
+    pub fn watermark(&self) -> Option<i64> {
+        Some(self.inner.watermark.load(Ordering::Acquire)).filter(|w| *w != i64::MIN)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+
+    /// Bytes the dedup holds (event ids remembered), apart from
+    /// [`StoreStats::bytes`].
+    pub fn dedup_bytes(&self) -> usize {
+        self.inner.dedup.bytes()
+    }
+
+    /// Wakes the maintenance thread.
+    fn wake(&self) {
+        if let Some(t) = &self.maintainer.thread {
+            t.thread().unpark();
+        }
+    }
+}
+
+impl Inner {
+    fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> Update {
         let t = event.timestamp_ms();
-        let fresh = self
-            .dedup
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.hash.hash_one(event.id()));
+        let id_hash = self.keys.hash_one(event.id());
+        let seen = self.dedup.insert(id_hash);
         let watermark = self.watermark.fetch_max(t, Ordering::AcqRel).max(t);
         let late =
             lateness && t < watermark.saturating_sub(self.config.lateness_secs as i64 * 1000);
-        let outcome = if !fresh {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
-            UpdateOutcome::Duplicate
-        } else if late {
-            self.late.fetch_add(1, Ordering::Relaxed);
-            UpdateOutcome::TooLate
-        } else {
-            UpdateOutcome::Added
+        let (outcome, slot) = match seen {
+            Seen::Again(slot) => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+                (UpdateOutcome::Duplicate, Some(slot))
+            }
+            Seen::Fresh(slot) if late => {
+                self.late.fetch_add(1, Ordering::Relaxed);
+                (UpdateOutcome::TooLate, slot)
+            }
+            Seen::Fresh(slot) => (UpdateOutcome::Added, slot),
         };
         let update = outcome == UpdateOutcome::Added;
-        let record = Record {
-            event: event.values(),
-            features: &[],
-            model: &[],
-        };
-        // First find (or create) every entity of the event and start loading
-        // its states into the cache, then read and update them: the cache
-        // misses of a large store overlap instead of following one another.
-        // Each entity kind has its own map, so the shard locks held together
-        // are of different maps, always taken in the same order.
-        let mut held: SmallVec<[(usize, EntityRef<'_>); 4]> = SmallVec::new();
+        // Every entity of the event is hashed and its shard locked before
+        // any is looked up: with no atomic operation between the lookups,
+        // the CPU overlaps their cache misses instead of taking them one
+        // after another. Kinds are locked in one order (each kind its own
+        // table), so two events never wait for each other in a cycle.
+        let mut probes: SmallVec<[Probe<'_>; 4]> = SmallVec::new();
         for (e, entity) in self.defs.entities.iter().enumerate() {
             let features = &self.by_entity[e];
             let Value::String(key) = event.get(entity.key_slot) else {
@@ -263,65 +432,91 @@ impl FeatureStore {
                 continue;
             };
             self.batch.read(e, key, out);
-            if features.is_empty() {
+            // A shared kind's features come from the shared store.
+            if features.is_empty() || entity.placement == Placement::Shared {
                 continue;
             }
-            let map = &self.maps[e];
-            if !update {
-                let state = map.get(&**key);
-                for (k, &i) in features.iter().enumerate() {
+            let hash = self.keys.hash_one(&**key);
+            let mut packed = PackedKey::new();
+            pack_key(key, &mut packed);
+            probes.push(Probe {
+                kind: e,
+                hash,
+                key: packed,
+                shard: None,
+            });
+        }
+        for p in probes.iter_mut() {
+            p.shard = Some(self.maps[p.kind].shard(p.hash));
+        }
+        let mut grown = 0usize;
+        let mut found: SmallVec<[(usize, Option<&mut Entity>); 4]> = SmallVec::new();
+        for p in probes.iter_mut() {
+            let (hash, key) = (p.hash, &p.key);
+            let table = p.shard.as_mut().expect("locked above");
+            let entity = if update {
+                Some(match table.entry(hash, |x| x.is(hash, key), |x| x.hash) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let e = Entity::new(&self.layouts[p.kind], hash, key, t);
+                        grown += e.key_bytes();
+                        v.insert(e).into_mut()
+                    }
+                })
+            } else {
+                table.find_mut(hash, |x| x.is(hash, key))
+            };
+            if let Some(e) = &entity {
+                e.prefetch();
+            }
+            found.push((p.kind, entity));
+        }
+        let record = Record {
+            event: event.values(),
+            features: &[],
+            model: &[],
+        };
+        for (e, entity) in found {
+            let layout = &self.layouts[e];
+            let features = &self.by_entity[e];
+            let Some(entity) = entity else {
+                for &i in features {
                     let f = &self.defs.features[i];
                     if let Some(o) = out.get_mut(f.slot) {
-                        *o = match state.as_deref() {
-                            Some(s) => read(&s.states[k], f.agg, f.window_ms, t),
-                            None => empty_value(f.agg),
-                        };
+                        *o = empty_value(f.agg);
                     }
                 }
                 continue;
-            }
-            // The key is copied only for a new entity.
-            let entry = match map.get_mut(&**key) {
-                Some(entry) => entry,
-                None => map.entry(Box::from(&**key)).or_insert_with(|| EntityState {
-                    last_seen: t,
-                    states: features
-                        .iter()
-                        .map(|&i| State::new(self.defs.features[i].agg))
-                        .collect(),
-                }),
             };
-            prefetch(&entry.states);
-            held.push((e, entry));
-        }
-        for (e, mut entry) in held {
-            let state = entry.value_mut();
-            state.last_seen = state.last_seen.max(t);
-            for (k, &i) in self.by_entity[e].iter().enumerate() {
+            if update {
+                entity.last_seen = entity.last_seen.max(t);
+            }
+            for (k, &i) in features.iter().enumerate() {
                 let f = &self.defs.features[i];
-                let s = &mut state.states[k];
                 if let Some(o) = out.get_mut(f.slot) {
-                    *o = read(s, f.agg, f.window_ms, t);
+                    *o = entity.read(layout, k, f.agg, t);
                 }
-                if f.filter.as_ref().is_none_or(|flt| flt.matches(&record)) {
+                if update && f.filter.as_ref().is_none_or(|flt| flt.matches(&record)) {
                     let value = f.field.map_or(&Value::Missing, |slot| event.get(slot));
-                    let grown = add(s, f.agg, f.window_ms, t, value, &self.hash);
-                    if grown != 0 {
-                        self.grown.fetch_add(grown as i64, Ordering::Relaxed);
-                    }
+                    grown += entity.add(layout, k, t, value, &self.hash);
                 }
             }
         }
-        if update && self.updates.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
-            self.maybe_maintain();
+        drop(probes);
+        if grown != 0 {
+            self.grown.fetch_add(grown as i64, Ordering::Relaxed);
         }
-        outcome
+        Update {
+            outcome,
+            slot,
+            id_hash,
+        }
     }
 
-    /// Sweeps (see [`FeatureStore::maintain`]) when it can evict anything:
-    /// when event time has moved on by a tenth of the idle limit since the
-    /// last sweep, or when the store is over its memory budget. Checking
-    /// costs a few loads; a sweep visits every entity.
+    /// Sweeps when it can evict anything: when event time has moved on by
+    /// a tenth of the idle limit since the last sweep, or when the store is
+    /// over its memory budget. Checking costs a few loads and a pass over
+    /// the shards' lengths; a sweep visits every entity.
     fn maybe_maintain(&self) {
         let now = self.watermark.load(Ordering::Acquire);
         let last = self.swept_at.load(Ordering::Relaxed);
@@ -332,12 +527,11 @@ impl FeatureStore {
         if due {
             self.swept_at.store(now, Ordering::Relaxed);
             self.maintain();
+            self.sweeps.fetch_add(1, Ordering::Release);
         }
     }
 
-    /// Evicts entities idle beyond the longest window, then the longest
-    /// idle until the memory budget holds.
-    pub fn maintain(&self) {
+    fn maintain(&self) {
         let now = self.watermark.load(Ordering::Acquire);
         if now == i64::MIN {
             return;
@@ -346,18 +540,22 @@ impl FeatureStore {
         loop {
             let cutoff = now.saturating_sub(idle);
             for map in &self.maps {
-                let before = map.len();
-                let mut freed = 0;
-                map.retain(|_, s| {
-                    let keep = s.last_seen >= cutoff;
-                    if !keep {
-                        freed += s.states.iter().map(State::heap_bytes).sum::<usize>();
-                    }
-                    keep
-                });
-                self.grown.fetch_sub(freed as i64, Ordering::Relaxed);
-                self.evictions
-                    .fetch_add((before - map.len()) as u64, Ordering::Relaxed);
+                for shard in map.shards.iter() {
+                    let mut table = lock(&shard.0);
+                    let before = table.len();
+                    let mut freed = 0;
+                    table.retain(|s| {
+                        let keep = s.last_seen >= cutoff;
+                        if !keep {
+                            freed += s.heap_bytes() + s.key_bytes();
+                        }
+                        keep
+                    });
+                    let evicted = before - table.len();
+                    drop(table);
+                    self.grown.fetch_sub(freed as i64, Ordering::Relaxed);
+                    self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+                }
             }
             let budget = self.config.memory_budget_mb.saturating_mul(1 << 20);
             if self.stats().bytes <= budget || idle <= 1_000 {
@@ -374,12 +572,7 @@ impl FeatureStore {
         }
     }
 
-    /// The newest event time the store has seen, if any.
-    pub fn watermark(&self) -> Option<i64> {
-        Some(self.watermark.load(Ordering::Acquire)).filter(|w| *w != i64::MIN)
-    }
-
-    pub fn stats(&self) -> StoreStats {
+    fn stats(&self) -> StoreStats {
         let mut entities = 0;
         let mut bytes = 0;
         for (map, per) in self.maps.iter().zip(&self.entity_bytes) {
@@ -399,74 +592,10 @@ impl FeatureStore {
     }
 }
 
-/// An entity's states, with its map shard locked for writing.
-type EntityRef<'a> = dashmap::mapref::one::RefMut<'a, Box<str>, EntityState>;
-
-/// Asks the CPU to start loading `states` into its cache.
-#[inline(always)]
-fn prefetch(states: &[State]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let base = states.as_ptr().cast::<i8>();
-        for offset in (0..std::mem::size_of_val(states)).step_by(64) {
-            // SAFETY: a prefetch is a hint that never faults, and the
-            // address lies inside the `states` allocation.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = states;
-}
-
 /// What a feature reads with no history.
-fn empty_value(agg: Agg) -> Value {
+pub(crate) fn empty_value(agg: Agg) -> Value {
     match agg {
         Agg::Count | Agg::Sum | Agg::DistinctCount => Value::Number(0.0),
         _ => Value::Missing,
     }
-}
-
-fn read(s: &State, agg: Agg, window_ms: i64, t: i64) -> Value {
-    match s {
-        State::Ring(r) => r.read(t.div_euclid(width(window_ms)), agg),
-        State::Distinct(d) => Value::Number(d.read(t, t.div_euclid(width(window_ms)), window_ms)),
-        State::Last { value, .. } => value.clone(),
-        State::Since { at } if *at != i64::MIN => Value::Number((t - at).max(0) as f64 / 1000.0),
-        State::Since { .. } => Value::Missing,
-    }
-}
-
-/// Adds `v` at `t` to `s`; returns the bytes the state allocated doing so.
-fn add(s: &mut State, agg: Agg, window_ms: i64, t: i64, v: &Value, hash: &RandomState) -> usize {
-    match s {
-        State::Ring(r) => {
-            let x = match (agg, v) {
-                (Agg::Count, _) => 0.0,
-                (_, Value::Number(x)) => *x,
-                _ => return 0,
-            };
-            r.add(t.div_euclid(width(window_ms)), x, agg);
-        }
-        State::Distinct(d) => {
-            let h = match v {
-                Value::String(s) => hash.hash_one(&**s),
-                Value::Number(x) => hash.hash_one(x.to_bits()),
-                Value::Bool(b) => hash.hash_one(*b),
-                Value::Timestamp(x) => hash.hash_one(*x),
-                Value::Missing => return 0,
-            };
-            let before = d.heap_bytes();
-            d.add(t, t.div_euclid(width(window_ms)), window_ms, h);
-            return d.heap_bytes() - before;
-        }
-        State::Last { value, at } => {
-            if t >= *at && !v.is_missing() {
-                *value = v.clone();
-                *at = t;
-            }
-        }
-        State::Since { at } => *at = (*at).max(t),
-    }
-    0
 }

@@ -487,6 +487,14 @@ fn definition_errors_name_the_line_and_the_problem() {
             "[entities]\nuser = \"user_id\"\n\n[[feature]]\nentity = \"user\"\nname = \"n\"\nagg = \"count\"\nwindo = \"1h\"\n",
             "features.toml:8: unknown field `windo`",
         ),
+        (
+            "[entities]\nuser = \"user_id\"\ndevice = \"device_id\"\n\n[placement]\ndevice = \"redis\"\n",
+            "features.toml:6: placement `redis` for `device`: use \"local\" (kept in this process) or \"shared\"",
+        ),
+        (
+            "[entities]\nuser = \"user_id\"\n\n[placement]\ndevice = \"shared\"\n",
+            "features.toml:5: [placement] names `device`, which is not an entity; declare it under [entities]",
+        ),
     ];
     for (text, want) in cases {
         let err = FeatureDefs::parse(text, Path::new("features.toml"), &schema)
@@ -502,7 +510,102 @@ fn definition_errors_name_the_line_and_the_problem() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/schema.toml"),
     )
     .unwrap();
-    FeatureDefs::load(&shipped, &schema).unwrap();
+    let defs = FeatureDefs::load(&shipped, &schema).unwrap();
+    assert!(!defs.has_shared(), "the shipped definitions need no Redis");
+}
+
+/// `[placement]` puts a kind in the shared store; the local store then
+/// keeps nothing of it (its features come from the shared batch), and a
+/// snapshot of one placement does not restore into the other.
+#[test]
+fn a_shared_kind_is_not_kept_locally() {
+    let shared = format!("{DEFS}\n[placement]\ndevice = \"shared\"\n");
+    let (store, catalogue) = store_of(&shared, StoreConfig::default());
+    assert_eq!(
+        store
+            .defs()
+            .entities
+            .iter()
+            .map(|e| e.placement)
+            .collect::<Vec<_>>(),
+        // Kinds in name order: device, then user.
+        [
+            verdict_features::Placement::Shared,
+            verdict_features::Placement::Local
+        ]
+    );
+    run(&store, &catalogue, &traffic(200, 10));
+    let kinds: std::collections::BTreeSet<usize> = store
+        .encoded_entities()
+        .into_keys()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), [1], "users only");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.arrow");
+    store.snapshot(&path, &BTreeMap::new()).unwrap();
+    let (local, _) = store_of(DEFS, StoreConfig::default());
+    let err = local.restore(&path).unwrap_err().to_string();
+    assert!(err.contains("other feature definitions"), "{err}");
+}
+
+/// The dedup tells the engine where it remembers each event id: a fresh
+/// event's slot, and for a redelivery the slot of its first delivery.
+#[test]
+fn a_redelivery_names_the_slot_of_its_first_delivery() {
+    let (store, catalogue) = store_of(DEFS, StoreConfig::default());
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    let first = store.read_and_update_slot(&ev(1, T0, "u1", "d1", 1).parse(&parser), &mut out);
+    let second = store.read_and_update_slot(&ev(2, T0, "u1", "d1", 1).parse(&parser), &mut out);
+    assert_eq!(first.outcome, UpdateOutcome::Added);
+    let (a, b) = (first.slot.unwrap(), second.slot.unwrap());
+    assert_ne!(a, b);
+    assert!(a.index() < store.dedup_slots() && b.index() < store.dedup_slots());
+    let again = store.read_and_update_slot(&ev(1, T0, "u1", "d1", 1).parse(&parser), &mut out);
+    assert_eq!(again.outcome, UpdateOutcome::Duplicate);
+    assert_eq!(again.slot, Some(a));
+    assert_eq!(again.id_hash, first.id_hash);
+    assert_ne!(second.id_hash, first.id_hash);
+}
+
+/// The store's own thread sweeps once enough events have been added: the
+/// event path only wakes it. Past the memory budget it evicts the longest
+/// idle, as a sweep called by hand does.
+#[test]
+fn the_maintenance_thread_sweeps_off_the_event_path() {
+    let (store, catalogue) = store_of(
+        DEFS,
+        StoreConfig {
+            memory_budget_mb: 4,
+            ..StoreConfig::default()
+        },
+    );
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    assert_eq!(store.sweeps(), 0);
+    // One more than the wake-up interval, each a new user and device.
+    let n = verdict_features::store::SWEEP_EVERY as usize + 1;
+    for i in 0..n {
+        let e = ev(i, T0 + i as i64 * 10, &format!("u{i}"), &format!("d{i}"), 1);
+        store.read_and_update(&e.parse(&parser), &mut out);
+    }
+    // The sweep runs on the store's thread: wait for it, boundedly.
+    let started = std::time::Instant::now();
+    while store.sweeps() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the maintenance thread never swept"
+        );
+        std::thread::yield_now();
+    }
+    let stats = store.stats();
+    assert!(stats.evictions > 0, "{stats:?}");
+    assert!(stats.bytes <= 4 << 20, "{stats:?}");
+    let kept = store.encoded_entities();
+    let newest = format!("u{}", n - 1);
+    assert!(kept.contains_key(&(1, newest.into())), "the newest stays");
+    assert!(!kept.contains_key(&(1, "u0".into())), "the oldest goes");
 }
 
 /// A damaged snapshot is refused whole, never a panic and never misread:

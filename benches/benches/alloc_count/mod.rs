@@ -29,8 +29,15 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// Heap allocations (and reallocations) so far.
+#[allow(dead_code)]
+pub fn count() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
 /// Heap allocations (and reallocations) per item of `run`, which handles
 /// `items` items. Run it once before, so buffers have grown.
+#[allow(dead_code)]
 pub fn per_item(items: usize, run: impl FnOnce()) -> f64 {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     run();

@@ -1,0 +1,451 @@
+//! The shared store against real Redis servers (a standalone
+//! `redis-server` and a three-node Redis Cluster, on loopback ports the
+//! tests pick): shared windows equal local ones on random streams, a
+//! redelivery reads what its first delivery read on whichever instance it
+//! lands, and a Redis that stops answers errors at once and is used again
+//! when it comes back.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::servers::{RedisCluster, RedisServer, command};
+use common::*;
+use proptest::prelude::*;
+use verdict_core::{Catalogue, Value};
+use verdict_features::shared::{
+    NoObserver, SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
+};
+use verdict_features::{FeatureStore, StoreConfig, UpdateOutcome};
+
+/// The test definitions with every kind shared.
+fn shared_defs() -> String {
+    format!("{DEFS}\n[placement]\nuser = \"shared\"\ndevice = \"shared\"\n")
+}
+
+static PREFIX: AtomicU64 = AtomicU64::new(0);
+
+fn config(urls: Vec<String>, cluster: bool) -> SharedConfig {
+    SharedConfig {
+        urls,
+        cluster,
+        // Generous: a debug build on a busy machine; the deadline's own
+        // behaviour is tested with a stopped server.
+        deadline_ms: 5_000,
+        key_prefix: format!("t{}", PREFIX.fetch_add(1, Ordering::Relaxed)),
+        ..SharedConfig::default()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One Verdict instance's view: its local store (all kinds shared) and its
+/// client of the shared store.
+struct Instance {
+    store: FeatureStore,
+    catalogue: Catalogue,
+    client: SharedStore,
+    batch: SharedBatch,
+}
+
+/// Counts what the shared store reports.
+#[derive(Default)]
+struct Counts {
+    completed: AtomicU64,
+    operations: AtomicU64,
+    failed: std::sync::Mutex<Vec<SharedErrorKind>>,
+}
+
+struct Counting(std::sync::Arc<Counts>);
+
+impl SharedObserver for Counting {
+    fn completed(&self, operations: usize, _elapsed: std::time::Duration) {
+        self.0.completed.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .operations
+            .fetch_add(operations as u64, Ordering::Relaxed);
+    }
+    fn failed(&self, kind: SharedErrorKind, _operations: usize) {
+        self.0.failed.lock().unwrap().push(kind);
+    }
+}
+
+impl Instance {
+    fn new(config: SharedConfig) -> Instance {
+        Instance::observed(config, Box::new(NoObserver))
+    }
+
+    fn observed(config: SharedConfig, observer: Box<dyn SharedObserver>) -> Instance {
+        let (store, catalogue) = store_of(&shared_defs(), StoreConfig::default());
+        let batch = store.shared_batch(&config);
+        let client = SharedStore::new(config, observer).unwrap();
+        Instance {
+            store,
+            catalogue,
+            client,
+            batch,
+        }
+    }
+
+    /// Decides a burst: every event's features, read then added, in order.
+    fn burst(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        events: &[Ev],
+    ) -> Result<Vec<(UpdateOutcome, Vec<Value>)>, SharedErrorKind> {
+        let parser = parser();
+        self.batch.clear();
+        let mut outs = Vec::new();
+        for e in events {
+            let mut out = vec![Value::Missing; features_len(&self.catalogue)];
+            let event = e.parse(&parser);
+            let outcome = self.store.read_and_update(&event, &mut out);
+            self.store.push_shared(&event, outcome, &mut self.batch);
+            outs.push((outcome, out));
+        }
+        rt.block_on(self.client.execute(&mut self.batch))
+            .map_err(|e| e.kind())?;
+        for (n, (_, out)) in outs.iter_mut().enumerate() {
+            assert!(
+                self.batch.read(n, out),
+                "event {n} has every shared feature"
+            );
+        }
+        Ok(outs)
+    }
+}
+
+/// Random streams as the local windows' property test draws them: five
+/// users, six devices, time mostly forward with jumps back of up to two
+/// hours, and redeliveries of earlier events; cut into bursts.
+fn stream() -> impl Strategy<Value = (Vec<Ev>, Vec<usize>)> {
+    let step = (
+        0..5usize,
+        prop::option::weighted(0.9, 0..6usize),
+        prop_oneof![8 => 0i64..1_200_000, 1 => -7_200_000i64..0],
+        prop::option::weighted(0.8, 1i64..1000),
+        any::<bool>(),
+        prop::option::weighted(0.08, any::<prop::sample::Index>()),
+    );
+    (
+        prop::collection::vec(step, 1..120),
+        prop::collection::vec(1..12usize, 1..40),
+    )
+        .prop_map(|(steps, bursts)| {
+            let mut t = T0;
+            let mut out: Vec<Ev> = Vec::new();
+            for (n, (user, device, dt, amount, payment, again)) in steps.into_iter().enumerate() {
+                if let Some(ix) = again
+                    && !out.is_empty()
+                {
+                    let e = out[ix.index(out.len())].clone();
+                    out.push(e);
+                    continue;
+                }
+                t += dt;
+                out.push(Ev {
+                    id: format!("e{n}"),
+                    payment,
+                    t,
+                    user: format!("u{user}"),
+                    device: device.map(|d| format!("d{d}")),
+                    amount,
+                });
+            }
+            (out, bursts)
+        })
+}
+
+/// Runs `events` through an all-local store and through a shared one, in
+/// bursts, and checks that every event read the same: a fresh event what
+/// the local store read, a redelivery what its first delivery read.
+fn same_as_local(
+    rt: &tokio::runtime::Runtime,
+    config: SharedConfig,
+    events: &[Ev],
+    bursts: &[usize],
+    lateness_secs: u64,
+) -> Result<(), TestCaseError> {
+    let store_config = StoreConfig {
+        lateness_secs,
+        ..StoreConfig::default()
+    };
+    let (local, catalogue) = store_of(DEFS, store_config.clone());
+    let mut shared = Instance::new(config);
+    shared.store = store_of(&shared_defs(), store_config).0;
+    let parser = parser();
+    let mut first: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut at = 0;
+    for &size in bursts.iter().cycle() {
+        if at >= events.len() {
+            break;
+        }
+        let burst = &events[at..(at + size).min(events.len())];
+        let got = shared
+            .burst(rt, burst)
+            .map_err(|k| TestCaseError::fail(format!("the shared store failed: {}", k.as_str())))?;
+        for (k, (e, (outcome, out))) in burst.iter().zip(got).enumerate() {
+            let mut want = vec![Value::Missing; features_len(&catalogue)];
+            let local_outcome = local.read_and_update(&e.parse(&parser), &mut want);
+            prop_assert_eq!(outcome, local_outcome);
+            let want = match first.get(&e.id) {
+                Some(values) => values.clone(),
+                None => {
+                    first.insert(e.id.clone(), want.clone());
+                    want
+                }
+            };
+            prop_assert_eq!(&out, &want, "event {} {:?} ({:?})", at + k, e, outcome);
+        }
+        at += size;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn shared_windows_equal_local_windows(
+        (events, bursts) in stream(),
+        lateness in prop_oneof![Just(86_400u64), Just(1_800u64)],
+    ) {
+        let server = server();
+        let rt = runtime();
+        same_as_local(&rt, config(vec![server.url()], false), &events, &bursts, lateness)?;
+    }
+}
+
+/// One server for every case of the property test, started on first use.
+fn server() -> &'static RedisServer {
+    static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+fn ev(id: &str, t: i64, user: &str, device: &str, amount: i64) -> Ev {
+    Ev {
+        id: id.into(),
+        payment: true,
+        t,
+        user: user.into(),
+        device: Some(device.into()),
+        amount: Some(amount),
+    }
+}
+
+/// More distinct values than the exact list holds: exact and equal to the
+/// local store's while the window holds at most 32, then a sketch as close
+/// to the truth as the local one. (The two sketches differ in their value
+/// hashes: the shared one uses XXH64, fixed across builds, so instances
+/// agree; the local one keeps the hash its snapshots hold.)
+#[test]
+fn a_distinct_count_past_its_exact_list_stays_near_the_truth() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    // Eighty users on one device within its ten-minute window.
+    let events: Vec<Ev> = (0..80)
+        .map(|n| ev(&format!("e{n}"), T0 + n * 5_000, &format!("u{n}"), "d1", 1))
+        .collect();
+    let (local, catalogue) = store_of(DEFS, StoreConfig::default());
+    let mut shared = Instance::new(config(vec![server.url()], false));
+    let parser = parser();
+    let got = shared.burst(&rt, &events).unwrap();
+    for (n, (e, (_, out))) in events.iter().zip(&got).enumerate() {
+        let mut want = vec![Value::Missing; features_len(&catalogue)];
+        local.read_and_update(&e.parse(&parser), &mut want);
+        let path = "feature.device.users_10m";
+        let (Value::Number(s), Value::Number(l)) = (
+            get(&shared.catalogue, out, path),
+            get(&catalogue, &want, path),
+        ) else {
+            panic!("distinct counts are numbers");
+        };
+        // Event n reads the n users before it.
+        let truth = n as f64;
+        if n <= 32 {
+            assert_eq!((*s, *l), (truth, truth), "event {n}: exact");
+        } else {
+            for (who, x) in [("shared", s), ("local", l)] {
+                assert!(
+                    (truth * 0.6..=truth * 1.4).contains(x) && *x >= 32.0,
+                    "event {n}: {who} reads {x} for {truth}"
+                );
+            }
+        }
+    }
+}
+
+/// A redelivery, on another instance, reads what the first delivery read
+/// and is not counted again.
+#[test]
+fn a_redelivery_on_another_instance_reads_its_first_values() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let config = config(vec![server.url()], false);
+    let mut a = Instance::new(config.clone());
+    let mut b = Instance::new(config);
+    a.burst(
+        &rt,
+        &[
+            ev("e1", T0, "u1", "d1", 100),
+            ev("e2", T0 + 1_000, "u2", "d1", 50),
+        ],
+    )
+    .unwrap();
+    let first = a
+        .burst(&rt, &[ev("e3", T0 + 2_000, "u3", "d1", 7)])
+        .unwrap();
+    a.burst(&rt, &[ev("e4", T0 + 3_000, "u4", "d1", 9)])
+        .unwrap();
+    // Instance a crashed before committing e3; b owns its partition now.
+    let again = b
+        .burst(&rt, &[ev("e3", T0 + 2_000, "u3", "d1", 7)])
+        .unwrap();
+    assert_eq!(
+        again[0].0,
+        UpdateOutcome::Added,
+        "b's local dedup never saw e3"
+    );
+    assert_eq!(
+        again[0].1, first[0].1,
+        "the same values as the first delivery"
+    );
+    assert_eq!(
+        get(&a.catalogue, &again[0].1, "feature.device.users_10m"),
+        &Value::Number(2.0)
+    );
+    let next = b
+        .burst(&rt, &[ev("e5", T0 + 4_000, "u5", "d1", 1)])
+        .unwrap();
+    // d1 has seen e1..e4 once each: four users, four events.
+    assert_eq!(
+        get(&b.catalogue, &next[0].1, "feature.device.users_10m"),
+        &Value::Number(4.0)
+    );
+    assert_eq!(
+        get(&b.catalogue, &next[0].1, "feature.user.count_1h"),
+        &Value::Number(0.0),
+        "u5 is new"
+    );
+}
+
+/// With Redis stopped a batch answers an error (within its deadline, not
+/// hanging), its events read the shared features missing, and once Redis
+/// is back the store is used again without a restart.
+#[test]
+fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
+    let mut server = RedisServer::start();
+    let rt = runtime();
+    let mut cfg = config(vec![server.url()], false);
+    cfg.deadline_ms = 500;
+    cfg.connect_timeout_ms = 200;
+    let counts = std::sync::Arc::new(Counts::default());
+    let mut a = Instance::observed(cfg, Box::new(Counting(counts.clone())));
+    a.burst(&rt, &[ev("e1", T0, "u1", "d1", 100)]).unwrap();
+    assert_eq!(counts.completed.load(Ordering::Relaxed), 1);
+    // One event, two shared entities (its user and its device).
+    assert_eq!(counts.operations.load(Ordering::Relaxed), 2);
+    server.stop();
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&a.catalogue)];
+    let event = ev("e2", T0 + 1_000, "u1", "d1", 5).parse(&parser);
+    for _ in 0..3 {
+        a.batch.clear();
+        let outcome = a.store.read_and_update(&event, &mut out);
+        a.store.push_shared(&event, outcome, &mut a.batch);
+        let err = rt.block_on(a.client.execute(&mut a.batch)).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                SharedErrorKind::Unavailable | SharedErrorKind::Timeout
+            ),
+            "{err}"
+        );
+        assert!(!a.batch.read(0, &mut out), "the features are missing");
+        assert_eq!(
+            get(&a.catalogue, &out, "feature.device.users_10m"),
+            &Value::Missing
+        );
+    }
+    // Back, empty (nothing was saved) and without the script: the store
+    // reconnects and loads it again.
+    server.restart();
+    let sha = redis::Script::new(verdict_features::shared::SCRIPT)
+        .get_hash()
+        .to_owned();
+    let exists = |port| command(port, &format!("SCRIPT EXISTS {sha}")).unwrap();
+    assert!(
+        exists(server.port).contains(":0"),
+        "a restarted server has no script"
+    );
+    let mut recovered = None;
+    for attempt in 0..100 {
+        match a.burst(
+            &rt,
+            &[ev(&format!("r{attempt}"), T0 + 2_000, "u9", "d9", 1)],
+        ) {
+            Ok(outs) => {
+                recovered = Some(outs);
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    let outs = recovered.expect("the store answers again once Redis is back");
+    let failed = counts.failed.lock().unwrap().clone();
+    assert!(
+        failed.len() >= 3,
+        "every failed batch is reported: {failed:?}"
+    );
+    assert_eq!(counts.completed.load(Ordering::Relaxed), 2);
+    assert!(
+        exists(server.port).contains(":1"),
+        "the script was loaded again"
+    );
+    assert_eq!(
+        get(&a.catalogue, &outs[0].1, "feature.device.users_10m"),
+        &Value::Number(0.0)
+    );
+}
+
+/// The same equivalence on a three-node Redis Cluster: entities spread
+/// over the nodes' slots, each entity's keys on one node.
+#[test]
+fn a_cluster_keeps_shared_windows_equal_to_local_ones() {
+    let cluster = RedisCluster::start();
+    let rt = runtime();
+    let mut events = Vec::new();
+    let mut t = T0;
+    for n in 0..300usize {
+        t += ((n * 7919) % 90_000) as i64;
+        events.push(ev(
+            &format!("c{n}"),
+            t,
+            &format!("u{}", n % 17),
+            &format!("d{}", (n * 31) % 23),
+            (n as i64 * 37) % 900,
+        ));
+        if n % 25 == 24 {
+            // A redelivery of an earlier event.
+            events.push(events[n / 2].clone());
+        }
+    }
+    let bursts = [7, 1, 16, 3];
+    same_as_local(&rt, config(cluster.urls(), true), &events, &bursts, 300)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The entities are spread: every node holds some of them.
+    for node in &cluster.nodes {
+        let keys = command(node.port, "DBSIZE").unwrap();
+        assert!(
+            keys.starts_with(':') && keys.trim() != ":0",
+            "node {} holds {keys}",
+            node.port
+        );
+    }
+}
