@@ -31,9 +31,9 @@ pub use manifest::{
 pub use model::{
     Backend, Contribution, Disagreement, Explained, MAX_NATIVE_BYTES, Model, ParityReport,
 };
-pub use tree::MAX_COVERS_BYTES;
 pub use runtime::{ORT_DYLIB_ENV, Runtime, locate};
 pub use scorer::{
     Batching, ModelConfig, ModelObserver, ModelOutcome, ModelStats, Models, NoObserver, Scored,
     Scorer, challenger_output_name,
 };
+pub use tree::MAX_COVERS_BYTES;

@@ -125,7 +125,9 @@ enum Native {
 
 fn import_native(manifest: &Manifest, bytes: Option<&[u8]>) -> Native {
     let Some(bytes) = bytes else {
-        let len = std::fs::metadata(&manifest.file).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(&manifest.file)
+            .map(|m| m.len())
+            .unwrap_or(0);
         return Native::TooLarge(len);
     };
     if manifest.input_tensor.is_some() {
@@ -252,7 +254,16 @@ impl Model {
                         reason: why,
                     });
                 };
-                (Engine::Onnx(OnnxModel::load(&manifest, runtime, threads, bytes.as_deref())?), tree, why)
+                (
+                    Engine::Onnx(OnnxModel::load(
+                        &manifest,
+                        runtime,
+                        threads,
+                        bytes.as_deref(),
+                    )?),
+                    tree,
+                    why,
+                )
             }
         };
         let explain = explainer(&manifest, tree, bytes.as_deref())?;
@@ -263,7 +274,11 @@ impl Model {
                 .iter()
                 .map(|o| Arc::from(o.name.as_str()))
                 .collect(),
-            inputs: manifest.inputs.iter().map(|i| Arc::from(i.as_str())).collect(),
+            inputs: manifest
+                .inputs
+                .iter()
+                .map(|i| Arc::from(i.as_str()))
+                .collect(),
             manifest,
             engine,
             explain,
@@ -394,10 +409,13 @@ impl Model {
         out: &mut Vec<Contribution>,
     ) -> Result<Explained, ModelError> {
         out.clear();
-        let (tree, explainer) = self.explain.as_ref().map_err(|why| ModelError::NoExplanations {
-            model: self.manifest.name.clone(),
-            reason: why.clone(),
-        })?;
+        let (tree, explainer) =
+            self.explain
+                .as_ref()
+                .map_err(|why| ModelError::NoExplanations {
+                    model: self.manifest.name.clone(),
+                    reason: why.clone(),
+                })?;
         let width = self.manifest.inputs.len();
         if row.len() != width {
             return Err(ModelError::RowWidth {
@@ -425,10 +443,13 @@ impl Model {
     /// Every input's contribution for `row`, in input order, and the totals
     /// (for tests and tools; [`explain`](Self::explain) is the serving form).
     pub fn contributions(&self, row: &[f32]) -> Result<(Vec<f64>, Explained), ModelError> {
-        let (tree, explainer) = self.explain.as_ref().map_err(|why| ModelError::NoExplanations {
-            model: self.manifest.name.clone(),
-            reason: why.clone(),
-        })?;
+        let (tree, explainer) =
+            self.explain
+                .as_ref()
+                .map_err(|why| ModelError::NoExplanations {
+                    model: self.manifest.name.clone(),
+                    reason: why.clone(),
+                })?;
         let mut phi = vec![0.0f64; self.manifest.inputs.len()];
         if row.len() != phi.len() {
             return Err(ModelError::RowWidth {
@@ -852,7 +873,10 @@ fn check_shapes(
                 )));
             };
             let key = zipmap_key(bytes, &spec.from, index).map_err(|why| {
-                mismatch(format!("output `{}` reads `{}`: {why}", spec.name, spec.from))
+                mismatch(format!(
+                    "output `{}` reads `{}`: {why}",
+                    spec.name, spec.from
+                ))
             })?;
             plan.push(OutputPlan {
                 tensor,

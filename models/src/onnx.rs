@@ -232,5 +232,4 @@ impl TensorProto {
         }
         Some(self.float_data.clone())
     }
-
 }

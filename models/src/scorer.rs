@@ -28,7 +28,9 @@ use verdict_core::{Catalogue, Record, Scores, Slot, Value};
 
 use smallvec::SmallVec;
 
-use crate::{Backend, Contribution, Explained, Manifest, Model, ModelError, ResolvedInputs, Runtime};
+use crate::{
+    Backend, Contribution, Explained, Manifest, Model, ModelError, ResolvedInputs, Runtime,
+};
 
 /// The `[model]` section of `verdict.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -575,13 +577,31 @@ impl Scorer {
             .map_err(str::to_string)
     }
 
-    /// Queues an already gathered row (of the serving model's input width).
+    /// Scores an already gathered row (of the serving model's input
+    /// width): now for a native model, else queued.
     pub fn score(
         &self,
         row: Vec<f32>,
     ) -> impl Future<Output = Result<Scored, ModelError>> + Send + use<> {
         let serving = self.inner.current.load_full();
-        self.submit(serving, row)
+        let pending = if serving.model.backend() == Backend::Native {
+            let mut values = Values::from_elem(f32::NAN, self.inner.output_names.len());
+            self.inner.queue.observer.observe_model_batch(1);
+            Pending::Ready(serving.model.score_row(&row, &mut values).map(|()| Scored {
+                model_version: serving.version.clone(),
+                names: self.inner.output_names.clone(),
+                slots: self.inner.output_slots.clone(),
+                values,
+            }))
+        } else {
+            Pending::Queued(self.submit(serving, row))
+        };
+        async move {
+            match pending {
+                Pending::Ready(scored) => scored,
+                Pending::Queued(queued) => queued.await,
+            }
+        }
     }
 
     fn submit(
@@ -757,7 +777,9 @@ fn run_group(
         Ok(()) => {
             let k = out.len() / group.len().max(1);
             for (i, r) in group.into_iter().enumerate() {
-                let _ = r.reply.send(Ok(Values::from_slice(&out[i * k..(i + 1) * k])));
+                let _ = r
+                    .reply
+                    .send(Ok(Values::from_slice(&out[i * k..(i + 1) * k])));
             }
         }
         Err(e) => {

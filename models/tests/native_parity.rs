@@ -36,10 +36,9 @@ fn compare(manifest: &Path, rows: impl Fn(&Model) -> Vec<f32>) -> ParityReport {
 
 #[test]
 fn shipped_model_native_equals_onnxruntime_on_the_golden_rows() {
-    let golden: Json = serde_json::from_str(
-        &std::fs::read_to_string(shipped("fraud-gbt.golden.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: Json =
+        serde_json::from_str(&std::fs::read_to_string(shipped("fraud-gbt.golden.json")).unwrap())
+            .unwrap();
     let report = compare(&shipped("fraud-gbt.manifest.toml"), |_| {
         golden["rows"]
             .as_array()

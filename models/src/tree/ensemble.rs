@@ -307,7 +307,11 @@ impl Ensemble {
                     }
                 }
             };
-            z[0] = if self.post == Post::Probit { probit(v) } else { v };
+            z[0] = if self.post == Post::Probit {
+                probit(v)
+            } else {
+                v
+            };
             return;
         }
         let use_base = self.base.len() == self.outputs;

@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 
 use super::ensemble::{
-    Aggregate, Ensemble, F_EQ, F_GT, F_LEAF, F_LT, F_UNORD, F_XNAN, FEATURE_MASK, Kind, Node,
-    Post, Tree, Weight,
+    Aggregate, Ensemble, F_EQ, F_GT, F_LEAF, F_LT, F_UNORD, F_XNAN, FEATURE_MASK, Kind, Node, Post,
+    Tree, Weight,
 };
 use crate::onnx::{self, AttributeProto, GraphProto, NodeProto, TensorProto, type_proto};
 
@@ -53,7 +53,10 @@ pub(crate) enum Value {
     /// (each factor one value for every column, or one per column).
     Scores { factors: Vec<Vec<f32>> },
     /// The scores zipped with class labels (`ZipMap`): a sequence of maps.
-    ZipMap { factors: Vec<Vec<f32>>, labels: usize },
+    ZipMap {
+        factors: Vec<Vec<f32>>,
+        labels: usize,
+    },
     /// Anything else (labels, casts to other types): not read natively.
     Other(String),
 }
@@ -396,10 +399,7 @@ fn ensemble(
             );
         }
         if columns > 2 && base.len() > columns {
-            return unsupported(format!(
-                "{} base values for {columns} classes",
-                base.len()
-            ));
+            return unsupported(format!("{} base values for {columns} classes", base.len()));
         }
         Kind::Classifier {
             binary_case,
@@ -421,10 +421,7 @@ fn ensemble(
             ));
         }
         let Some(mut f) = mode_flags(&modes[i]) else {
-            return unsupported(format!(
-                "node mode {}",
-                String::from_utf8_lossy(&modes[i])
-            ));
+            return unsupported(format!("node mode {}", String::from_utf8_lossy(&modes[i])));
         };
         if f != F_LEAF {
             if tracks.get(i) == Some(&1) {

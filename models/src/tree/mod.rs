@@ -106,7 +106,13 @@ impl NativeModel {
             }
             let factors = factors
                 .iter()
-                .map(|f| if f.len() == 1 { f[0] } else { f.get(column).copied().unwrap_or(f32::NAN) })
+                .map(|f| {
+                    if f.len() == 1 {
+                        f[0]
+                    } else {
+                        f.get(column).copied().unwrap_or(f32::NAN)
+                    }
+                })
                 .collect();
             reads.push(Read { column, factors });
         }
@@ -171,4 +177,3 @@ impl NativeModel {
         per
     }
 }
-

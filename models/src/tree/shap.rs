@@ -69,7 +69,9 @@ impl Covers {
             ));
         }
         if let Some(bad) = file.covers.iter().find(|c| !c.is_finite() || **c < 0.0) {
-            return Err(format!("a cover of {bad}; covers are finite and not negative"));
+            return Err(format!(
+                "a cover of {bad}; covers are finite and not negative"
+            ));
         }
         Ok(Covers {
             covers: file.covers,
@@ -115,7 +117,10 @@ impl Explainer {
             );
         };
         if e.aggregate != Aggregate::Sum {
-            return Err("the trees are averaged or take a minimum or maximum; explanations cover sums".into());
+            return Err(
+                "the trees are averaged or take a minimum or maximum; explanations cover sums"
+                    .into(),
+            );
         }
         if matches!(e.kind, super::ensemble::Kind::Classifier { .. })
             && e.outputs == 2
@@ -169,7 +174,19 @@ impl Explainer {
         let mut path = vec![PathElement::default(); d * (d + 1) / 2 + d];
         let mut margin = self.base_only(e);
         for t in &e.trees {
-            recurse(e, &self.cover, x, phi, t.root, &mut path, 0, 0, 1.0, 1.0, -1);
+            recurse(
+                e,
+                &self.cover,
+                x,
+                phi,
+                t.root,
+                &mut path,
+                0,
+                0,
+                1.0,
+                1.0,
+                -1,
+            );
             margin += tree_value(e, x, t.root);
         }
         margin
