@@ -54,7 +54,9 @@ impl NativeModel {
         width: usize,
         outputs: &[OutputSpec],
     ) -> Result<Result<NativeModel, OutputMismatch>, Decline> {
-        let model = crate::onnx::decode(bytes).map_err(Decline::Invalid)?;
+        // A file that does not decode is left to ONNX Runtime, the general
+        // ONNX reader, to refuse in its own words.
+        let model = crate::onnx::decode(bytes).map_err(Decline::Unsupported)?;
         let imported = import::import(&model)?;
         if let Some(w) = imported.width
             && w != width
