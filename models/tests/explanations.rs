@@ -99,6 +99,54 @@ fn contributions_equal_shap_on_the_golden_rows() {
     );
 }
 
+/// The LightGBM and XGBoost exports, with the covers their libraries keep
+/// (row counts, hessian sums), against shap on the trained models.
+#[test]
+fn lightgbm_and_xgboost_contributions_equal_shap() {
+    for name in ["lgbm", "xgb"] {
+        let golden: Json = serde_json::from_str(
+            &std::fs::read_to_string(data(&format!("{name}.explanations.json"))).unwrap(),
+        )
+        .unwrap();
+        let model =
+            Model::load_native(Manifest::load(&data(&format!("{name}.manifest.toml"))).unwrap())
+                .unwrap();
+        let margin_tolerance = golden["margin_tolerance"].as_f64().unwrap();
+        let base = golden["base_value"].as_f64().unwrap();
+        let mut worst = 0f64;
+        for (i, r) in golden["rows"].as_array().unwrap().iter().enumerate() {
+            let (phi, totals) = model.contributions(&row(r)).unwrap();
+            assert!(
+                (totals.base_value - base).abs() <= 1e-6,
+                "{name}: base {} vs {base}",
+                totals.base_value
+            );
+            for (got, want) in phi.iter().zip(r["contributions"].as_array().unwrap()) {
+                let d = (got - want.as_f64().unwrap()).abs();
+                worst = worst.max(d);
+                assert!(d <= 1e-6, "{name} row {i}: {got} vs shap {want}");
+            }
+            // XGBoost's covers are float32 hessian sums, so a node's cover
+            // is not exactly its children's: the sum is off by as much as
+            // shap's own (within the margin tolerance).
+            let sum: f64 = phi.iter().sum::<f64>() + totals.base_value;
+            assert!(
+                (sum - totals.margin).abs() <= margin_tolerance,
+                "{name} row {i}: {sum} vs {}",
+                totals.margin
+            );
+            let d = (totals.margin - r["margin"].as_f64().unwrap()).abs();
+            assert!(
+                d <= margin_tolerance,
+                "{name} row {i}: margin {} vs {}",
+                totals.margin,
+                r["margin"]
+            );
+        }
+        eprintln!("{name}: worst contribution difference {worst:e}");
+    }
+}
+
 #[test]
 fn explain_gives_the_top_contributions_with_paths_and_values() {
     let model = shipped_model();

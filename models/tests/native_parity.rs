@@ -60,3 +60,24 @@ fn shipped_model_native_equals_onnxruntime_on_100k_random_rows() {
     assert_eq!(report.rows, 100_000);
     assert!(report.within(1e-6), "{report}");
 }
+
+/// LightGBM and XGBoost models as onnxmltools exports them: a ZipMap
+/// output read through both evaluators, a `Mul` after the ensemble, a
+/// softmax over three classes, `BRANCH_LT` splits, a regressor.
+#[test]
+fn lightgbm_and_xgboost_exports_native_equals_onnxruntime() {
+    for name in ["lgbm", "lgbm-multi", "xgb", "xgb-reg"] {
+        let manifest = common::data(&format!("{name}.manifest.toml"));
+        let rt = runtime();
+        let m = Manifest::load(&manifest).unwrap();
+        let auto = Model::load(m, &rt, 1).unwrap();
+        assert_eq!(
+            auto.backend(),
+            Backend::Native,
+            "{name}: auto picks the native evaluator"
+        );
+        let report = compare(&manifest, |m| random_rows(m, 100_000, 11));
+        assert_eq!(report.rows, 100_000);
+        assert!(report.within(1e-6), "{name}: {report}");
+    }
+}

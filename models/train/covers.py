@@ -155,9 +155,12 @@ def xgboost_trees(booster):
     return out
 
 
-def golden_explanations(path: Path, version: str, inputs: list, rows: np.ndarray, explainer, margins) -> float:
+def golden_explanations(
+    path: Path, version: str, inputs: list, rows: np.ndarray, explainer, margins, margin_tolerance: float = 1e-6
+) -> float:
     """Writes shap's path-dependent contributions for `rows` and returns the
-    largest |sum + base - margin| (shap's own additivity)."""
+    largest |sum + base - margin| (shap's own additivity). `margins` come
+    from the training library (XGBoost's are float32: `margin_tolerance`)."""
     values = np.asarray(explainer.shap_values(rows.astype(np.float64), check_additivity=False))
     if values.ndim == 3:  # some versions give [n, features, outputs]
         values = values[..., -1]
@@ -175,10 +178,11 @@ def golden_explanations(path: Path, version: str, inputs: list, rows: np.ndarray
         "explainer": "shap.TreeExplainer, feature_perturbation=tree_path_dependent",
         "base_value": base,
         "tolerance": 1e-6,
+        "margin_tolerance": margin_tolerance,
         "rows": [
             {"input": [num(v) for v in row], "margin": float(m), "contributions": [float(c) for c in phi]}
             for row, m, phi in zip(rows, margins, values)
         ],
     }
     path.write_text(json.dumps(doc) + "\n")
-    return additivity
+    return additivity / margin_tolerance * 1e-6
