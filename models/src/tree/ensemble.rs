@@ -509,7 +509,7 @@ pub(crate) fn probit(x: f32) -> f32 {
     let sgn = if x < 0.0 { -1.0f32 } else { 1.0 };
     let y = (1.0 - x) * (1.0 + x);
     let log = y.ln();
-    let v = 2.0 / (3.14159f32 * 0.147f32) + 0.5 * log;
+    let v = 2.0 / (std::f32::consts::PI * 0.147f32) + 0.5 * log;
     let v2 = 1.0 / 0.147f32 * log;
     let v3 = -v + (v * v - v2).sqrt();
     std::f32::consts::SQRT_2 * (sgn * v3.sqrt())

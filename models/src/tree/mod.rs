@@ -179,3 +179,6 @@ impl NativeModel {
         per
     }
 }
+
+#[cfg(test)]
+mod tests;
