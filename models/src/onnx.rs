@@ -159,7 +159,8 @@ pub mod type_proto {
         pub value_type: Option<Box<super::TypeProto>>,
     }
 
-    /// The `value` oneof.
+    /// The `value` oneof (its variants named as in the ONNX schema).
+    #[allow(clippy::enum_variant_names)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(message, tag = "1")]

@@ -387,7 +387,8 @@ fn ensemble(
         classes.sort_unstable();
         classes.dedup();
         let binary_case = columns == 2 && classes.len() == 1;
-        let all_positive = w_values.iter().all(|w| !(*w < 0.0));
+        // As ONNX Runtime decides it: only a weight below zero is negative.
+        let all_positive = w_values.iter().all(|w| *w >= 0.0 || w.is_nan());
         if columns == 2 && base.len() == 1 && !binary_case {
             return unsupported(
                 "a two-class classifier with one base value and weights for both classes (ONNX Runtime leaves a column unwritten)",

@@ -259,11 +259,14 @@ fn every_node_mode_and_missing_track() {
     agree(&dir, "modes-integer", &m, "probabilities", 2);
 }
 
+/// A change to a tree-ensemble node.
+type Edit = Box<dyn Fn(&mut NodeProto)>;
+
 #[test]
 fn broken_ensembles_are_refused_by_every_evaluator() {
     let dir = Dir::new("broken");
     let rt = runtime();
-    let cases: Vec<(&str, Box<dyn Fn(&mut NodeProto)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "cycle",
             Box::new(|n: &mut NodeProto| {
