@@ -67,9 +67,12 @@ fn catalogue(manifest: &Manifest) -> Catalogue {
 
 /// The shipped manifest, copied beside the model with `evaluator` set.
 fn manifest_with(evaluator: &str) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("models/fraud-gbt.manifest.toml"))
-        .expect("manifest");
-    let forced = text.replace("missing = nan", &format!("missing = nan\nevaluator = \"{evaluator}\""));
+    let text =
+        std::fs::read_to_string(root().join("models/fraud-gbt.manifest.toml")).expect("manifest");
+    let forced = text.replace(
+        "missing = nan",
+        &format!("missing = nan\nevaluator = \"{evaluator}\""),
+    );
     let dir = std::env::temp_dir().join(format!("verdict-bench-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     for f in ["fraud-gbt.onnx", "fraud-gbt.covers.json"] {
@@ -156,7 +159,9 @@ fn models(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("native", 1), |b| {
                 b.iter(|| {
                     at = (at + 1) % rows.len();
-                    native.score_row(black_box(&rows[at]), &mut one).expect("score");
+                    native
+                        .score_row(black_box(&rows[at]), &mut one)
+                        .expect("score");
                     black_box(one[0])
                 })
             });
@@ -169,12 +174,16 @@ fn models(c: &mut Criterion) {
             });
         }
 
-        group.bench_with_input(BenchmarkId::new("onnxruntime-session", n), &flat, |b, flat| {
-            b.iter(|| {
-                onnx.run(black_box(flat), &mut out).expect("run");
-                black_box(out[0])
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("onnxruntime-session", n),
+            &flat,
+            |b, flat| {
+                b.iter(|| {
+                    onnx.run(black_box(flat), &mut out).expect("run");
+                    black_box(out[0])
+                })
+            },
+        );
 
         let ort_manifest = manifest_with("onnxruntime");
         let mut cat = catalogue(&shipped);
@@ -191,16 +200,21 @@ fn models(c: &mut Criterion) {
         )
         .expect("scorer");
         assert_eq!(scorer.backend(), Backend::OnnxRuntime);
-        group.bench_with_input(BenchmarkId::new("onnxruntime-scorer", n), &batch, |b, batch| {
-            b.iter(|| {
-                tokio.block_on(async {
-                    let pending: Vec<_> = batch.iter().map(|r| scorer.score(r.clone())).collect();
-                    for f in pending {
-                        black_box(f.await.expect("score"));
-                    }
+        group.bench_with_input(
+            BenchmarkId::new("onnxruntime-scorer", n),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    tokio.block_on(async {
+                        let pending: Vec<_> =
+                            batch.iter().map(|r| scorer.score(r.clone())).collect();
+                        for f in pending {
+                            black_box(f.await.expect("score"));
+                        }
+                    })
                 })
-            })
-        });
+            },
+        );
 
         if let Some(predict) = predict {
             let mut data: Vec<Vec<Entry>> = batch.iter().map(|r| entries(r)).collect();
@@ -243,7 +257,11 @@ fn models(c: &mut Criterion) {
             let mut features = vec![Value::Missing; cat.len(Namespace::Feature)];
             for (path, v) in shipped.inputs.iter().zip(row) {
                 let slot = cat.lookup(path).expect("input").slot;
-                let target = if slot.ns == Namespace::Event { &mut event } else { &mut features };
+                let target = if slot.ns == Namespace::Event {
+                    &mut event
+                } else {
+                    &mut features
+                };
                 if !v.is_nan() {
                     target[slot.index as usize] = Value::Number(f64::from(*v));
                 }
@@ -261,7 +279,12 @@ fn models(c: &mut Criterion) {
                 features,
                 model: &[],
             };
-            black_box(scorer.score_now(black_box(&record)).expect("native").expect("score"))
+            black_box(
+                scorer
+                    .score_now(black_box(&record))
+                    .expect("native")
+                    .expect("score"),
+            )
         })
     });
 

@@ -158,7 +158,10 @@ fn put(dir: &tempfile::TempDir, from: &str, to: &str) {
 /// Copies a manifest, asking for ONNX Runtime as its evaluator.
 fn force_onnxruntime(dir: &tempfile::TempDir, from: &str, to: &str) {
     let text = std::fs::read_to_string(root().join(from)).unwrap();
-    let forced = text.replace("missing = nan", "missing = nan\nevaluator = \"onnxruntime\"");
+    let forced = text.replace(
+        "missing = nan",
+        "missing = nan\nevaluator = \"onnxruntime\"",
+    );
     assert_ne!(forced, text);
     std::fs::write(dir.path().join(to), forced).unwrap();
 }
@@ -168,7 +171,11 @@ fn force_onnxruntime(dir: &tempfile::TempDir, from: &str, to: &str) {
 /// broken files these tests feed before ONNX Runtime sees them).
 fn model_copy() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
-    force_onnxruntime(&dir, "models/fraud-gbt.manifest.toml", "fraud-gbt.manifest.toml");
+    force_onnxruntime(
+        &dir,
+        "models/fraud-gbt.manifest.toml",
+        "fraud-gbt.manifest.toml",
+    );
     put(&dir, "models/fraud-gbt.onnx", "fraud-gbt.onnx");
     let mut config = config();
     config.model.as_mut().unwrap().manifest = dir.path().join("fraud-gbt.manifest.toml");
