@@ -85,10 +85,6 @@ pub enum ModelError {
     /// An explanation was asked of a model that has none.
     #[error("model {model} has no explanations: {reason}")]
     NoExplanations { model: String, reason: String },
-    /// The covers file a manifest names is unreadable or does not fit the
-    /// model.
-    #[error("covers file {path}: {reason}")]
-    Covers { path: PathBuf, reason: String },
     /// The model configuration is invalid.
     #[error("model configuration: {0}")]
     Config(String),

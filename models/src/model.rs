@@ -266,7 +266,7 @@ impl Model {
                 )
             }
         };
-        let explain = explainer(&manifest, tree, bytes.as_deref())?;
+        let explain = explainer(&manifest, tree, bytes.as_deref());
         Ok(Model {
             version: Arc::from(manifest.version.as_str()),
             names: manifest
@@ -645,30 +645,36 @@ pub(crate) fn probe_rows(
     rows
 }
 
+/// The explanation data of a model, or why it has none. A covers file
+/// that is missing, unreadable or of another model leaves the model without
+/// explanations (logged, and told by [`Model::explanations`]) rather than
+/// refusing it: scoring does not depend on covers.
 fn explainer(
     manifest: &Manifest,
     tree: Option<Arc<NativeModel>>,
     bytes: Option<&[u8]>,
-) -> Result<Result<(Arc<NativeModel>, Explainer), String>, ModelError> {
+) -> Result<(Arc<NativeModel>, Explainer), String> {
     let Some(tree) = tree else {
-        return Ok(Err(
-            "explanations need a tree ensemble the native evaluator reads".into(),
-        ));
+        return Err("explanations need a tree ensemble the native evaluator reads".into());
     };
     let Some(path) = &manifest.covers else {
-        return Ok(Err(format!(
+        return Err(format!(
             "the manifest {} names no covers file (`covers = ...`, written by the training tools)",
             manifest.path.display()
-        )));
+        ));
     };
-    let bad = |reason: String| ModelError::Covers {
-        path: path.clone(),
-        reason,
-    };
-    let bytes = bytes.ok_or_else(|| bad("the model file is too large to explain".into()))?;
-    let covers = Covers::load(path, bytes).map_err(bad)?;
-    let explainer = tree.explainer(&covers).map_err(bad)?;
-    Ok(Ok((tree, explainer)))
+    let covers = bytes
+        .ok_or_else(|| "the model file is too large to explain".to_string())
+        .and_then(|bytes| Covers::load(path, bytes))
+        .and_then(|covers| tree.explainer(&covers));
+    match covers {
+        Ok(explainer) => Ok((tree, explainer)),
+        Err(why) => {
+            let why = format!("covers file {}: {why}", path.display());
+            tracing::warn!(model = %manifest.name, "{why}; the model serves without explanations");
+            Err(why)
+        }
+    }
 }
 
 impl OnnxModel {

@@ -249,8 +249,10 @@ fn a_model_without_covers_has_no_explanations() {
     assert!(out.is_empty(), "the buffer is cleared");
 }
 
+/// Covers that do not fit the model (another model's, or not a covers
+/// file) leave it serving without explanations, saying why.
 #[test]
-fn covers_of_another_model_are_refused() {
+fn covers_of_another_model_leave_it_without_explanations() {
     let dir = std::env::temp_dir().join(format!("verdict-covers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(data("tiny.onnx"), dir.join("tiny.onnx")).unwrap();
@@ -266,13 +268,27 @@ fn covers_of_another_model_are_refused() {
             "missing = nan\ncovers = \"tiny.covers.json\"",
         );
     std::fs::write(dir.join("tiny.toml"), text).unwrap();
-    let e = Model::load_native(Manifest::load(&dir.join("tiny.toml")).unwrap()).unwrap_err();
-    assert!(matches!(e, ModelError::Covers { .. }), "{e}");
+    let model = Model::load_native(Manifest::load(&dir.join("tiny.toml")).unwrap()).unwrap();
+    let e = model.explanations().unwrap_err();
+    assert!(e.contains("written for another model file"), "{e}");
+    let mut out = Vec::new();
+    let err = model.explain(&[1.0, 2.0, 0.0], 3, &mut out).unwrap_err();
+    assert!(matches!(err, ModelError::NoExplanations { .. }), "{err}");
     assert!(
-        e.to_string().contains("written for another model file"),
-        "{e}"
+        err.to_string().contains("written for another model file"),
+        "{err}"
     );
+    let mut s = [0f32];
+    model.score_row(&[1.0, 2.0, 0.0], &mut s).unwrap();
     std::fs::write(dir.join("tiny.covers.json"), "{\"format\": 1}").unwrap();
-    let e = Model::load_native(Manifest::load(&dir.join("tiny.toml")).unwrap()).unwrap_err();
-    assert!(e.to_string().contains("not a covers file"), "{e}");
+    let model = Model::load_native(Manifest::load(&dir.join("tiny.toml")).unwrap()).unwrap();
+    assert!(
+        model
+            .explanations()
+            .unwrap_err()
+            .contains("not a covers file")
+    );
+    std::fs::remove_file(dir.join("tiny.covers.json")).unwrap();
+    let model = Model::load_native(Manifest::load(&dir.join("tiny.toml")).unwrap()).unwrap();
+    assert!(model.explanations().unwrap_err().contains("cannot read it"));
 }

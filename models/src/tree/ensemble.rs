@@ -116,6 +116,36 @@ pub(crate) struct Weight {
     pub value: f32,
 }
 
+/// A node for the fast walk: the split reads `row[index]` of the row laid
+/// out twice (missing values as -inf, then as +inf), so one comparison
+/// decides both the value and the missing-value branch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub(crate) struct FastNode {
+    pub threshold: f32,
+    pub index: u32,
+    pub yes: u32,
+    pub no: u32,
+}
+
+/// The comparison every split of a fast-walked ensemble makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FastMode {
+    /// `x <= t` (scikit-learn, LightGBM).
+    Leq,
+    /// `x < t` (XGBoost).
+    Lt,
+}
+
+/// [`LANES`] trees walked together: their roots (padded with a leaf), how
+/// many are real, and the steps the deepest takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub roots: [u32; LANES],
+    pub len: usize,
+    pub depth: u32,
+}
+
 /// A tree: its root's index and the steps a walk takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tree {
@@ -166,50 +196,184 @@ pub(crate) struct Ensemble {
     /// Some node is reached along two paths (the trees form a graph, which
     /// evaluation allows and explanations do not).
     pub shared: bool,
+    /// The trees in walking groups (see [`seal`](Self::seal)).
+    pub groups: Vec<Group>,
+    /// The fewest values a row needs (the largest feature read, plus one).
+    pub min_width: usize,
+    /// The fast walk, when every split is `BRANCH_LEQ` (or every one
+    /// `BRANCH_LT`) against a finite threshold: same indices as `nodes`.
+    pub fast: Option<(FastMode, Vec<FastNode>)>,
 }
 
 impl Ensemble {
-    /// The leaf each tree of `trees` (at most [`LANES`]) sends `x` to.
+    /// Groups the trees [`LANES`] at a time for [`for_each_leaf`]
+    /// (Self::for_each_leaf), the last group padded with a leaf, and checks
+    /// the invariants the walk relies on. Called once the nodes are laid
+    /// out; `Err` names a broken index (the importer never builds one).
+    pub fn seal(&mut self) -> Result<(), String> {
+        let n = self.nodes.len() as u32;
+        let mut min_width = 1;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.yes >= n || node.no >= n {
+                return Err(format!("node {i} has a child out of range"));
+            }
+            min_width = min_width.max(node.feature() + 1);
+        }
+        let Some(pad) = self.nodes.iter().position(Node::is_leaf) else {
+            return Err("the trees have no leaf".into());
+        };
+        self.groups = self
+            .trees
+            .chunks(LANES)
+            .map(|chunk| {
+                let mut roots = [pad as u32; LANES];
+                for (r, t) in roots.iter_mut().zip(chunk) {
+                    *r = t.root;
+                }
+                Group {
+                    roots,
+                    len: chunk.len(),
+                    depth: chunk.iter().map(|t| t.depth).max().unwrap_or(0),
+                }
+            })
+            .collect();
+        if self.trees.iter().any(|t| t.root >= n) {
+            return Err("a root is out of range".into());
+        }
+        self.min_width = min_width;
+        self.fast = self.fast_nodes();
+        Ok(())
+    }
+
+    /// The nodes of the fast walk, if every split allows it. A split whose
+    /// missing values go to `yes` reads the copy of the row where they are
+    /// -inf (below any finite threshold), one whose missing values go to
+    /// `no` the copy where they are +inf; other values are the same in
+    /// both copies, so the comparison is the split's own.
+    fn fast_nodes(&self) -> Option<(FastMode, Vec<FastNode>)> {
+        let mut mode = None;
+        for n in self.nodes.iter().filter(|n| !n.is_leaf()) {
+            let this = match n.packed & (F_LT | F_EQ | F_GT | F_UNORD) {
+                f if f == F_LT | F_EQ => FastMode::Leq,
+                F_LT => FastMode::Lt,
+                _ => return None,
+            };
+            if mode.is_some_and(|m| m != this) || n.threshold.is_nan() {
+                return None;
+            }
+            mode = Some(this);
+        }
+        let width = self.min_width as u32;
+        let mode = mode.unwrap_or(FastMode::Leq);
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| FastNode {
+                // An infinite threshold becomes the largest finite one where
+                // that keeps every finite value's side and sends the
+                // infinite stand-ins for missing values the right way (rows
+                // with infinite values of their own take the other walk).
+                threshold: match (mode, n.threshold) {
+                    (FastMode::Leq, f32::INFINITY) => f32::MAX,
+                    (FastMode::Lt, f32::NEG_INFINITY) => -f32::MAX,
+                    (_, t) => t,
+                },
+                index: if n.is_leaf() {
+                    0
+                } else if n.packed & F_XNAN != 0 {
+                    n.feature() as u32
+                } else {
+                    n.feature() as u32 + width
+                },
+                yes: n.yes,
+                no: n.no,
+            })
+            .collect();
+        Some((mode, nodes))
+    }
+
+    /// The leaf each tree of `group` sends the doubled row `xx` to.
     #[inline(always)]
-    fn walk<const LEQ: bool>(&self, trees: &[Tree], x: &[f32], leaves: &mut [u32; LANES]) {
+    fn walk_fast<const LT: bool>(nodes: &[FastNode], group: &Group, xx: &[f32]) -> [u32; LANES] {
+        let mut at = group.roots;
+        for _ in 0..group.depth {
+            for a in at.iter_mut() {
+                // SAFETY: `seal` checked every child index against the node
+                // count (the fast nodes are as many), and every index read
+                // is below twice `min_width`, the length of `xx`.
+                let n = unsafe { nodes.get_unchecked(*a as usize) };
+                let v = unsafe { *xx.get_unchecked(n.index as usize) };
+                let go = if LT {
+                    v < n.threshold
+                } else {
+                    v <= n.threshold
+                };
+                *a = if go { n.yes } else { n.no };
+            }
+        }
+        at
+    }
+
+    /// The leaf each tree of `group` sends `x` to.
+    #[inline(always)]
+    fn walk<const LEQ: bool>(&self, group: &Group, x: &[f32]) -> [u32; LANES] {
         let nodes = &self.nodes[..];
-        let mut depth = 0;
-        for (k, t) in trees.iter().enumerate() {
-            leaves[k] = t.root;
-            depth = depth.max(t.depth);
-        }
-        if trees.len() == LANES {
-            for _ in 0..depth {
-                for leaf in leaves.iter_mut() {
-                    let n = &nodes[*leaf as usize];
-                    let v = x[n.feature()];
-                    let go = if LEQ { n.test_leq(v) } else { n.test(v) };
-                    *leaf = if go { n.yes } else { n.no };
-                }
-            }
-        } else {
-            for _ in 0..depth {
-                for leaf in leaves[..trees.len()].iter_mut() {
-                    let n = &nodes[*leaf as usize];
-                    let v = x[n.feature()];
-                    let go = if LEQ { n.test_leq(v) } else { n.test(v) };
-                    *leaf = if go { n.yes } else { n.no };
-                }
+        let mut at = group.roots;
+        for _ in 0..group.depth {
+            for a in at.iter_mut() {
+                // SAFETY: `seal` checked that every child index is below
+                // `nodes.len()` and every feature below `min_width`, and
+                // `for_each_leaf` that `x` has at least `min_width` values.
+                let n = unsafe { nodes.get_unchecked(*a as usize) };
+                let v = unsafe { *x.get_unchecked(n.feature()) };
+                let go = if LEQ { n.test_leq(v) } else { n.test(v) };
+                *a = if go { n.yes } else { n.no };
             }
         }
+        at
     }
 
     /// Calls `each` with every tree's leaf for row `x`, in tree order.
     #[inline(always)]
     pub fn for_each_leaf(&self, x: &[f32], mut each: impl FnMut(u32)) {
-        let mut leaves = [0u32; LANES];
-        for group in self.trees.chunks(LANES) {
-            if self.leq_only {
-                self.walk::<true>(group, x, &mut leaves);
-            } else {
-                self.walk::<false>(group, x, &mut leaves);
+        assert!(
+            x.len() >= self.min_width,
+            "a row of {} values for trees reading {}",
+            x.len(),
+            self.min_width
+        );
+        if let Some((mode, nodes)) = &self.fast
+            && x[..self.min_width].iter().all(|v| !v.is_infinite())
+        {
+            let w = self.min_width;
+            let mut xx: SmallVec<[f32; 128]> = SmallVec::from_elem(0.0, 2 * w);
+            for (i, &v) in x[..w].iter().enumerate() {
+                let (lo, hi) = if v.is_nan() {
+                    (f32::NEG_INFINITY, f32::INFINITY)
+                } else {
+                    (v, v)
+                };
+                xx[i] = lo;
+                xx[w + i] = hi;
             }
-            for &leaf in &leaves[..group.len()] {
+            for group in &self.groups {
+                let leaves = match mode {
+                    FastMode::Leq => Self::walk_fast::<false>(nodes, group, &xx),
+                    FastMode::Lt => Self::walk_fast::<true>(nodes, group, &xx),
+                };
+                for &leaf in &leaves[..group.len] {
+                    each(leaf);
+                }
+            }
+            return;
+        }
+        for group in &self.groups {
+            let leaves = if self.leq_only {
+                self.walk::<true>(group, x)
+            } else {
+                self.walk::<false>(group, x)
+            };
+            for &leaf in &leaves[..group.len] {
                 each(leaf);
             }
         }

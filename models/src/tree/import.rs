@@ -562,7 +562,7 @@ fn ensemble(
             });
         }
     }
-    let ensemble = Ensemble {
+    let mut ensemble = Ensemble {
         kind,
         aggregate,
         post,
@@ -576,7 +576,11 @@ fn ensemble(
         leq_only,
         source: flat.order,
         shared: flat.shared,
+        groups: Vec::new(),
+        min_width: 1,
+        fast: None,
     };
+    ensemble.seal().map_err(Decline::Invalid)?;
     Ok((ensemble, n, max_feature))
 }
 
