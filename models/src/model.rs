@@ -116,7 +116,7 @@ fn dims(shape: &[i64]) -> String {
 
 /// The native import of a model file: the model, or why not.
 enum Native {
-    Model(NativeModel),
+    Model(Box<NativeModel>),
     /// A tree ensemble whose tensors disagree with the manifest.
     Mismatch(String),
     Declined(Decline),
@@ -136,7 +136,7 @@ fn import_native(manifest: &Manifest, bytes: Option<&[u8]>) -> Native {
         ));
     }
     match NativeModel::import(bytes, manifest.inputs.len(), &manifest.outputs) {
-        Ok(Ok(m)) => Native::Model(m),
+        Ok(Ok(m)) => Native::Model(Box::new(m)),
         Ok(Err(mismatch)) => Native::Mismatch(mismatch),
         Err(d) => Native::Declined(d),
     }
@@ -217,8 +217,8 @@ impl Model {
             }
             (Evaluator::Auto | Evaluator::Native, Native::Model(m)) => {
                 let why = format!("{} a supported tree ensemble", evaluator.name());
-                let tree = Arc::new(m.clone());
-                (Engine::Native(m), Some(tree), why)
+                let tree = Arc::new((*m).clone());
+                (Engine::Native(*m), Some(tree), why)
             }
             (Evaluator::Native, Native::Declined(Decline::Unsupported(reason))) => {
                 return Err(ModelError::NotNative {
@@ -244,7 +244,7 @@ impl Model {
                     _ => String::new(),
                 };
                 let tree = match native {
-                    Native::Model(m) => Some(Arc::new(m)),
+                    Native::Model(m) => Some(Arc::new(*m)),
                     _ => None,
                 };
                 let Some(runtime) = runtime else {
