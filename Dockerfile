@@ -30,7 +30,7 @@ RUN apt-get update \
 COPY --from=build /verdict /usr/local/bin/verdict
 COPY --from=ort /libonnxruntime.so /usr/lib/verdict/libonnxruntime.so
 COPY examples /etc/verdict/examples
-COPY models/fraud-gbt.onnx models/fraud-gbt.manifest.toml /etc/verdict/models/
+COPY models/fraud-gbt.onnx models/fraud-gbt.manifest.toml models/fraud-gbt.covers.json /etc/verdict/models/
 ENV ORT_DYLIB_PATH=/usr/lib/verdict/libonnxruntime.so
 USER 10001:10001
 EXPOSE 9464

@@ -72,6 +72,19 @@ pub enum ModelError {
         old: String,
         new: String,
     },
+    /// The manifest asks for the native evaluator, which cannot evaluate
+    /// this model.
+    #[error(
+        "model {model} ({file}) cannot be scored by the native evaluator: {reason}; set evaluator = \"auto\" (or \"onnxruntime\") in its manifest"
+    )]
+    NotNative {
+        model: String,
+        file: PathBuf,
+        reason: String,
+    },
+    /// An explanation was asked of a model that has none.
+    #[error("model {model} has no explanations: {reason}")]
+    NoExplanations { model: String, reason: String },
     /// The model configuration is invalid.
     #[error("model configuration: {0}")]
     Config(String),

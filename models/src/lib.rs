@@ -6,7 +6,10 @@
 //!   model row from a [`verdict_core::Record`] by slot.
 //! - [`Runtime`]: find and load ONNX Runtime; a missing library is an error
 //!   value saying what to run, so the rules can decide without the model.
-//! - [`Model`]: one ONNX session checked against its manifest.
+//! - [`Model`]: one model checked against its manifest, scored by the
+//!   native tree evaluator (`tree`: ONNX tree ensembles in Rust, in the
+//!   caller's thread) or by an ONNX Runtime session, explained by exact
+//!   TreeSHAP; [`Model::compare_evaluators`] checks the two agree.
 //! - [`Scorer`]: micro-batched serving with hot swap; [`Models`]: champion,
 //!   shadow challenger and per-event deadline, the engine's handle.
 //!
@@ -16,16 +19,21 @@
 mod error;
 mod manifest;
 mod model;
+mod onnx;
 mod runtime;
 mod scorer;
+mod tree;
 
 pub use error::ModelError;
 pub use manifest::{
-    MAX_INPUTS, MAX_MANIFEST_BYTES, MAX_OUTPUTS, Manifest, OutputSpec, ResolvedInputs,
+    Evaluator, MAX_INPUTS, MAX_MANIFEST_BYTES, MAX_OUTPUTS, Manifest, OutputSpec, ResolvedInputs,
 };
-pub use model::Model;
+pub use model::{
+    Backend, Contribution, Disagreement, Explained, MAX_NATIVE_BYTES, Model, ParityReport,
+};
 pub use runtime::{ORT_DYLIB_ENV, Runtime, locate};
 pub use scorer::{
     Batching, ModelConfig, ModelObserver, ModelOutcome, ModelStats, Models, NoObserver, Scored,
     Scorer, challenger_output_name,
 };
+pub use tree::MAX_COVERS_BYTES;

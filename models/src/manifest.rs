@@ -9,11 +9,20 @@
 //! inputs = ["feature.user.txn_count_1h", "event.amount"]
 //! missing = nan                      # or a number, e.g. -1.0
 //!
+//! evaluator = "auto"                # or "native", "onnxruntime"
+//! covers = "fraud-gbt.covers.json"   # node covers, for explanations
+//!
 //! [[outputs]]
 //! name = "fraud_score"               # rules read it as model.fraud_score
 //! from = "probabilities"             # the ONNX output tensor
 //! index = 1                          # the column of that tensor
 //! ```
+//!
+//! `evaluator` picks what scores the model: `auto` (the default) the
+//! native tree evaluator for a model that is only a supported tree
+//! ensemble and ONNX Runtime for any other; `native` or `onnxruntime`
+//! force one (`native` refuses a model it cannot evaluate). `covers` names
+//! the covers file the training tools write, which explanations need.
 //!
 //! `missing` defaults to `nan`, which tree models exported from
 //! scikit-learn's `HistGradientBoostingClassifier` route down the branch
@@ -61,7 +70,37 @@ struct RawManifest {
     missing: f64,
     #[serde(default)]
     input_tensor: Option<String>,
+    #[serde(default)]
+    evaluator: Evaluator,
+    #[serde(default)]
+    covers: Option<PathBuf>,
     outputs: Vec<OutputSpec>,
+}
+
+/// What scores a model (`evaluator` in the manifest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evaluator {
+    /// The native evaluator for a model that is only a supported tree
+    /// ensemble, ONNX Runtime for any other.
+    #[default]
+    Auto,
+    /// The native tree evaluator; a model it cannot evaluate is refused.
+    Native,
+    /// ONNX Runtime.
+    #[serde(rename = "onnxruntime")]
+    OnnxRuntime,
+}
+
+impl Evaluator {
+    /// The name used in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Evaluator::Auto => "auto",
+            Evaluator::Native => "native",
+            Evaluator::OnnxRuntime => "onnxruntime",
+        }
+    }
 }
 
 fn nan() -> f64 {
@@ -83,6 +122,11 @@ pub struct Manifest {
     pub missing: f32,
     /// The ONNX input tensor to feed; the model's only input when absent.
     pub input_tensor: Option<String>,
+    /// What scores the model.
+    pub evaluator: Evaluator,
+    /// The covers file (node covers for explanations), resolved against
+    /// the manifest's folder; none: explanations are unavailable.
+    pub covers: Option<PathBuf>,
     /// Outputs exposed to rules.
     pub outputs: Vec<OutputSpec>,
     /// Where the manifest was read from.
@@ -184,11 +228,15 @@ impl Manifest {
         if !raw.missing.is_nan() && !raw.missing.is_finite() {
             return Err(bad("`missing` must be nan or a finite number".into()));
         }
-        let file = if raw.file.is_absolute() {
-            raw.file
-        } else {
-            path.parent().unwrap_or(Path::new(".")).join(raw.file)
+        let resolve = |p: PathBuf| {
+            if p.is_absolute() {
+                p
+            } else {
+                path.parent().unwrap_or(Path::new(".")).join(p)
+            }
         };
+        let file = resolve(raw.file);
+        let covers = raw.covers.map(resolve);
         Ok(Manifest {
             name: raw.name,
             version: raw.version,
@@ -196,6 +244,8 @@ impl Manifest {
             inputs: raw.inputs,
             missing: raw.missing as f32,
             input_tensor: raw.input_tensor,
+            evaluator: raw.evaluator,
+            covers,
             outputs: raw.outputs,
             path: path.to_path_buf(),
         })
@@ -354,6 +404,23 @@ index = 1
     }
 
     #[test]
+    fn evaluator_and_covers() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!((m.evaluator, m.covers.clone()), (Evaluator::Auto, None));
+        for (text, want) in [
+            ("auto", Evaluator::Auto),
+            ("native", Evaluator::Native),
+            ("onnxruntime", Evaluator::OnnxRuntime),
+        ] {
+            let m = parse(&format!("evaluator = \"{text}\"\n{GOOD}")).unwrap();
+            assert_eq!(m.evaluator, want);
+            assert_eq!(want.name(), text);
+        }
+        let m = parse(&format!("covers = \"tiny.covers.json\"\n{GOOD}")).unwrap();
+        assert_eq!(m.covers.as_deref(), Some(Path::new("/m/tiny.covers.json")));
+    }
+
+    #[test]
     fn numeric_missing_value() {
         let m = parse(&GOOD.replace("file =", "missing = -1.0\nfile =")).unwrap();
         let inputs = m.check(&catalogue()).unwrap();
@@ -405,6 +472,9 @@ index = 1
         // Infinite missing value.
         let e = parse(&GOOD.replace("file =", "missing = inf\nfile =")).unwrap_err();
         assert!(e.to_string().contains("`missing` must be nan"), "{e}");
+        // Unknown evaluator.
+        let e = parse(&format!("evaluator = \"fast\"\n{GOOD}")).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `fast`"), "{e}");
         // Not TOML.
         let e = parse("name = ").unwrap_err();
         assert!(

@@ -13,6 +13,7 @@
 //! challenger together, applies the per-event deadline and reports to a
 //! [`ModelObserver`].
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,11 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use verdict_core::{Catalogue, Record, Scores, Slot, Value};
 
-use crate::{Manifest, Model, ModelError, ResolvedInputs, Runtime};
+use smallvec::SmallVec;
+
+use crate::{
+    Backend, Contribution, Explained, Manifest, Model, ModelError, ResolvedInputs, Runtime,
+};
 
 /// The `[model]` section of `verdict.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -164,15 +169,26 @@ impl ModelObserver for ModelStats {
 
 /// The model serving now, with the input plan it was checked with.
 struct Serving {
-    model: Mutex<Model>,
+    /// `Model` is shared: a native model scores from any thread at once,
+    /// and an ONNX Runtime model locks its session inside.
+    model: Model,
     inputs: ResolvedInputs,
     version: Arc<str>,
+}
+
+/// The scores of one row: on the stack for up to four outputs.
+type Values = SmallVec<[f32; 4]>;
+
+thread_local! {
+    /// The row a native model scores, reused so that scoring allocates
+    /// nothing once a thread has gathered its first row.
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Request {
     serving: Arc<Serving>,
     row: Vec<f32>,
-    reply: oneshot::Sender<Result<Vec<f32>, ModelError>>,
+    reply: oneshot::Sender<Result<Values, ModelError>>,
 }
 
 /// The scores of one event from one model, in manifest output order.
@@ -182,7 +198,7 @@ pub struct Scored {
     pub model_version: Arc<str>,
     names: Arc<[Arc<str>]>,
     slots: Arc<[Slot]>,
-    values: Vec<f32>,
+    values: Values,
 }
 
 impl Scored {
@@ -358,7 +374,7 @@ fn prepare(
     Ok(Serving {
         version: model.version().clone(),
         inputs,
-        model: Mutex::new(model),
+        model,
     })
 }
 
@@ -393,7 +409,7 @@ impl Scorer {
     ) -> Result<Scorer, ModelError> {
         let serving = prepare(manifest_path, catalogue, runtime, batching.threads, rename)?;
         let (name, output_names, output_slots) = {
-            let model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
+            let model = &serving.model;
             let m = model.manifest();
             // A name declared beforehand (so rules could be checked against
             // it) is taken over if it is a number.
@@ -428,7 +444,13 @@ impl Scorer {
             .name(thread_name.chars().take(15).collect())
             .spawn(move || batch_loop(&q))
             .map_err(|e| ModelError::Config(format!("cannot start the scoring thread: {e}")))?;
-        tracing::info!(model = %name, version = %serving.version, "model loaded");
+        tracing::info!(
+            model = %name,
+            version = %serving.version,
+            evaluator = serving.model.backend().name(),
+            why = serving.model.backend_reason(),
+            "model loaded"
+        );
         Ok(Scorer {
             inner: Arc::new(Inner {
                 name,
@@ -476,18 +498,110 @@ impl Scorer {
         &self,
         record: &Record,
     ) -> impl Future<Output = Result<Scored, ModelError>> + Send + use<> {
-        let serving = self.inner.current.load_full();
-        let row = serving.inputs.gather_vec(record);
-        self.submit(serving, row)
+        let pending = self.pending(record);
+        async move {
+            match pending {
+                Pending::Ready(scored) => scored,
+                Pending::Queued(queued) => queued.await,
+            }
+        }
     }
 
-    /// Queues an already gathered row (of the serving model's input width).
+    /// What scores the model serving now.
+    pub fn backend(&self) -> Backend {
+        self.inner.current.load().model.backend()
+    }
+
+    /// Scores the event now, in the calling thread, when the serving model
+    /// is native (no queue, no thread hop, no allocation); `None` for an
+    /// ONNX Runtime model, which is scored through the queue.
+    pub fn score_now(&self, record: &Record) -> Option<Result<Scored, ModelError>> {
+        let serving = self.inner.current.load();
+        if serving.model.backend() != Backend::Native {
+            return None;
+        }
+        Some(self.score_inline(&serving, record))
+    }
+
+    fn score_inline(&self, serving: &Serving, record: &Record) -> Result<Scored, ModelError> {
+        let mut values = Values::from_elem(f32::NAN, self.inner.output_names.len());
+        let scored = ROW.with(|row| {
+            let mut row = row.borrow_mut();
+            row.clear();
+            row.resize(serving.inputs.width(), serving.inputs.missing());
+            serving.inputs.gather(record, &mut row);
+            serving.model.score_row(&row, &mut values)
+        });
+        self.inner.queue.observer.observe_model_batch(1);
+        scored.map(|()| Scored {
+            model_version: serving.version.clone(),
+            names: self.inner.output_names.clone(),
+            slots: self.inner.output_slots.clone(),
+            values,
+        })
+    }
+
+    /// The event scored now (a native model) or queued (ONNX Runtime).
+    fn pending(
+        &self,
+        record: &Record,
+    ) -> Pending<impl Future<Output = Result<Scored, ModelError>> + Send + use<>> {
+        let serving = self.inner.current.load_full();
+        if serving.model.backend() == Backend::Native {
+            return Pending::Ready(self.score_inline(&serving, record));
+        }
+        let row = serving.inputs.gather_vec(record);
+        Pending::Queued(self.submit(serving, row))
+    }
+
+    /// Explains the event with the model serving now: the `top` largest
+    /// input contributions into `out` (see [`Model::explain`]).
+    pub fn explain(
+        &self,
+        record: &Record,
+        top: usize,
+        out: &mut Vec<Contribution>,
+    ) -> Result<Explained, ModelError> {
+        let serving = self.inner.current.load();
+        let row = serving.inputs.gather_vec(record);
+        serving.model.explain(&row, top, out)
+    }
+
+    /// Whether the model serving now has explanations, or why not.
+    pub fn explanations(&self) -> Result<(), String> {
+        self.inner
+            .current
+            .load()
+            .model
+            .explanations()
+            .map_err(str::to_string)
+    }
+
+    /// Scores an already gathered row (of the serving model's input
+    /// width): now for a native model, else queued.
     pub fn score(
         &self,
         row: Vec<f32>,
     ) -> impl Future<Output = Result<Scored, ModelError>> + Send + use<> {
         let serving = self.inner.current.load_full();
-        self.submit(serving, row)
+        let pending = if serving.model.backend() == Backend::Native {
+            let mut values = Values::from_elem(f32::NAN, self.inner.output_names.len());
+            self.inner.queue.observer.observe_model_batch(1);
+            Pending::Ready(serving.model.score_row(&row, &mut values).map(|()| Scored {
+                model_version: serving.version.clone(),
+                names: self.inner.output_names.clone(),
+                slots: self.inner.output_slots.clone(),
+                values,
+            }))
+        } else {
+            Pending::Queued(self.submit(serving, row))
+        };
+        async move {
+            match pending {
+                Pending::Ready(scored) => scored,
+                Pending::Queued(queued) => queued.await,
+            }
+        }
     }
 
     fn submit(
@@ -572,7 +686,7 @@ impl Scorer {
             rename,
         )?;
         {
-            let model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
+            let model = &serving.model;
             if model.output_names() != &inner.output_names[..] {
                 let join = |v: &[Arc<str>]| v.iter().map(|s| &**s).collect::<Vec<_>>().join(", ");
                 return Err(ModelError::OutputsChanged {
@@ -583,8 +697,9 @@ impl Scorer {
             }
         }
         let version = serving.version.clone();
+        let evaluator = serving.model.backend().name();
         let old = inner.current.swap(Arc::new(serving));
-        tracing::info!(model = %inner.name, from = %old.version, to = %version, "model swapped");
+        tracing::info!(model = %inner.name, from = %old.version, to = %version, evaluator, "model swapped");
         Ok(version)
     }
 }
@@ -656,16 +771,15 @@ fn run_group(
     for r in &group {
         rows.extend_from_slice(&r.row);
     }
-    let result = {
-        let mut model = serving.model.lock().unwrap_or_else(|p| p.into_inner());
-        model.run(rows, out)
-    };
+    let result = serving.model.run(rows, out);
     observer.observe_model_batch(group.len());
     match result {
         Ok(()) => {
             let k = out.len() / group.len().max(1);
             for (i, r) in group.into_iter().enumerate() {
-                let _ = r.reply.send(Ok(out[i * k..(i + 1) * k].to_vec()));
+                let _ = r
+                    .reply
+                    .send(Ok(Values::from_slice(&out[i * k..(i + 1) * k])));
             }
         }
         Err(e) => {
@@ -677,6 +791,24 @@ fn run_group(
                     reason: reason.clone(),
                 }));
             }
+        }
+    }
+}
+
+/// An event's scores: computed already (a native model), or queued for
+/// the scoring thread.
+enum Pending<F> {
+    Ready(Result<Scored, ModelError>),
+    Queued(F),
+}
+
+/// An answer computed already: an error is told to the observer.
+fn settled(answer: Result<Scored, ModelError>, observer: &dyn ModelObserver) -> Option<Scored> {
+    match answer {
+        Ok(s) => Some(s),
+        Err(_) => {
+            observer.model_error();
+            None
         }
     }
 }
@@ -885,16 +1017,23 @@ impl Models {
     /// most the deadline. Past it, or on a model error, the outcome is
     /// `degraded` with no champion scores and the observer is told. The
     /// returned future does not borrow the record.
+    ///
+    /// A native model is scored here, before this returns: the future is
+    /// ready at its first poll and no deadline applies (nothing waits).
     pub fn score(&self, record: &Record) -> impl Future<Output = ModelOutcome> + Send + use<> {
-        let champion = self.champion.score_record(record);
-        let challenger = self.challenger.as_ref().map(|c| c.score_record(record));
+        let champion = self.champion.pending(record);
+        let challenger = self.challenger.as_ref().map(|c| c.pending(record));
         let deadline = self.deadline;
         let observer = self.observer.clone();
         async move {
             let until = deadline.map(|d| tokio::time::Instant::now() + d);
-            let champion = until_deadline(champion, until, observer.as_ref()).await;
+            let champion = match champion {
+                Pending::Ready(s) => settled(s, observer.as_ref()),
+                Pending::Queued(f) => until_deadline(f, until, observer.as_ref()).await,
+            };
             let challenger = match challenger {
-                Some(c) => until_deadline(c, until, observer.as_ref()).await,
+                Some(Pending::Ready(s)) => settled(s, observer.as_ref()),
+                Some(Pending::Queued(f)) => until_deadline(f, until, observer.as_ref()).await,
                 None => None,
             };
             ModelOutcome {
@@ -903,5 +1042,46 @@ impl Models {
                 challenger,
             }
         }
+    }
+
+    /// Scores the event now, in the calling thread, when every model is
+    /// native; `None` when one is served by ONNX Runtime (then use
+    /// [`score`](Self::score)). A failure is a degraded outcome.
+    pub fn score_now(&self, record: &Record) -> Option<ModelOutcome> {
+        if self.champion.backend() != Backend::Native
+            || self
+                .challenger
+                .as_ref()
+                .is_some_and(|c| c.backend() != Backend::Native)
+        {
+            return None;
+        }
+        let champion = self
+            .champion
+            .score_now(record)
+            .and_then(|s| settled(s, self.observer.as_ref()));
+        let challenger = self
+            .challenger
+            .as_ref()
+            .and_then(|c| c.score_now(record))
+            .and_then(|s| settled(s, self.observer.as_ref()));
+        Some(ModelOutcome {
+            degraded: champion.is_none(),
+            champion,
+            challenger,
+        })
+    }
+
+    /// Explains the event with the champion: its `top` largest input
+    /// contributions to the margin into `out` (cleared first), and the base
+    /// value and margin. Errors (never panics) when the champion has no
+    /// explanations; see [`Model::explain`].
+    pub fn explain(
+        &self,
+        record: &Record,
+        top: usize,
+        out: &mut Vec<Contribution>,
+    ) -> Result<Explained, ModelError> {
+        self.champion.explain(record, top, out)
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::{catalogue, data, event, runtime};
 use verdict_core::{Namespace, Record, Value};
-use verdict_models::{Batching, ModelConfig, ModelError, ModelStats, Models, NoObserver, Scorer};
+use verdict_models::{
+    Backend, Batching, ModelConfig, ModelError, ModelStats, Models, NoObserver, Scorer,
+};
 
 /// What scikit-learn's predict_proba gives the tiny model (make_test_model.py).
 const ALL_MISSING: f32 = 0.321_022_1;
@@ -24,14 +26,17 @@ fn batching(max_batch: usize, max_wait_us: u64) -> Batching {
     }
 }
 
-/// The tiny test model behind a scorer that reports to `observer`.
+/// The tiny test model, served by ONNX Runtime (behind the queue), behind
+/// a scorer that reports to `observer`.
 fn start_tiny(
     c: &mut verdict_core::Catalogue,
     rt: &verdict_models::Runtime,
     batching: Batching,
     observer: Arc<dyn verdict_models::ModelObserver>,
 ) -> Scorer {
-    Scorer::start(&data("tiny.manifest.toml"), c, rt, batching, observer).unwrap()
+    let scorer = Scorer::start(&data("tiny-ort.manifest.toml"), c, rt, batching, observer).unwrap();
+    assert_eq!(scorer.backend(), Backend::OnnxRuntime);
+    scorer
 }
 
 #[tokio::test]
@@ -277,7 +282,7 @@ async fn past_the_deadline_the_decision_goes_on_degraded() {
     let rt = runtime();
     let mut c = catalogue();
     let stats = Arc::new(ModelStats::default());
-    let mut cfg = ModelConfig::new(data("tiny.manifest.toml"));
+    let mut cfg = ModelConfig::new(data("tiny-ort.manifest.toml"));
     // A lone row waits 300 ms for company; the event waits only 5 ms.
     cfg.max_batch = 64;
     cfg.max_wait_us = 300_000;
@@ -304,6 +309,133 @@ async fn past_the_deadline_the_decision_goes_on_degraded() {
     assert!(!outcome.degraded);
     assert_eq!(outcome.model_version().map(|v| v.as_ref()), Some("tiny-1"));
     assert_eq!(outcome.scores().0[0].0.as_ref(), "fraud_score");
+}
+
+/// A native model answers in the caller: the lone row that would wait
+/// 300 ms for company through ONNX Runtime is scored before `score`
+/// returns, and the deadline never comes into it.
+#[tokio::test]
+async fn a_native_model_answers_at_once_whatever_the_batching() {
+    let rt = runtime();
+    let mut c = catalogue();
+    let stats = Arc::new(ModelStats::default());
+    let mut cfg = ModelConfig::new(data("tiny.manifest.toml"));
+    cfg.max_batch = 64;
+    cfg.max_wait_us = 300_000;
+    cfg.deadline_ms = 1;
+    let models = Models::load_with(&cfg, &mut c, &rt, stats.clone()).unwrap();
+    assert_eq!(models.champion().backend(), Backend::Native);
+    let ev = event(&c, Some(1.0), Some(2.0), Some(false));
+    let record = Record {
+        event: &ev,
+        features: &[],
+        model: &[],
+    };
+    // Ready at the first poll: no thread was asked.
+    let mut future = Box::pin(models.score(&record));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let outcome = match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(o) => o,
+        std::task::Poll::Pending => panic!("a native model made the caller wait"),
+    };
+    assert!(!outcome.degraded);
+    let v = outcome.scores().0[0].1 as f32;
+    assert!((v - ROW_1_2_0).abs() < 1e-6, "{v}");
+    assert_eq!(models.score_now(&record), Some(outcome));
+    assert_eq!(stats.timeouts.load(Ordering::Relaxed), 0);
+    // The same event through ONNX Runtime gives the same score.
+    let mut c = catalogue();
+    cfg.manifest = data("tiny-ort.manifest.toml");
+    cfg.max_wait_us = 50;
+    cfg.deadline_ms = 2_000;
+    let ort = Models::load_with(&cfg, &mut c, &rt, stats.clone()).unwrap();
+    assert!(
+        ort.score_now(&record).is_none(),
+        "ONNX Runtime scores through the queue"
+    );
+    let o = ort.score(&record).await;
+    assert_eq!(o.scores().0[0].1 as f32, v);
+}
+
+/// A native model that cannot score a row (one of the wrong width) says
+/// so as an error value, never a panic.
+#[tokio::test]
+async fn a_native_failure_is_an_error_value() {
+    let rt = runtime();
+    let mut c = catalogue();
+    let scorer = Scorer::start(
+        &data("tiny.manifest.toml"),
+        &mut c,
+        &rt,
+        batching(8, 100),
+        Arc::new(NoObserver),
+    )
+    .unwrap();
+    assert_eq!(scorer.backend(), Backend::Native);
+    let e = scorer.score(vec![1.0, 2.0]).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::RowWidth {
+                got: 2,
+                want: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn hot_swap_between_evaluators() {
+    let dir = tempdir("hot-swap-evaluators");
+    std::fs::copy(data("tiny.onnx"), dir.join("tiny.onnx")).unwrap();
+    let native = std::fs::read_to_string(data("tiny.manifest.toml")).unwrap();
+    let ort = std::fs::read_to_string(data("tiny-ort.manifest.toml")).unwrap();
+    std::fs::write(dir.join("native.toml"), &native).unwrap();
+    std::fs::write(dir.join("ort.toml"), ort.replace("tiny-1", "tiny-ort")).unwrap();
+    let rt = runtime();
+    let mut c = catalogue();
+    let scorer = Scorer::start(
+        &dir.join("native.toml"),
+        &mut c,
+        &rt,
+        batching(8, 50),
+        Arc::new(NoObserver),
+    )
+    .unwrap();
+    let before = scorer.score(vec![1.0, 2.0, 0.0]).await.unwrap();
+    assert_eq!(scorer.backend(), Backend::Native);
+    assert_eq!(
+        scorer.reload(&dir.join("ort.toml")).unwrap().as_ref(),
+        "tiny-ort"
+    );
+    assert_eq!(scorer.backend(), Backend::OnnxRuntime);
+    let after = scorer.score(vec![1.0, 2.0, 0.0]).await.unwrap();
+    assert_eq!(after.model_version.as_ref(), "tiny-ort");
+    assert_eq!(
+        before.iter().next().unwrap().2,
+        after.iter().next().unwrap().2
+    );
+    assert_eq!(
+        scorer.reload(&dir.join("native.toml")).unwrap().as_ref(),
+        "tiny-1"
+    );
+    assert_eq!(scorer.backend(), Backend::Native);
+    // Forcing the native evaluator on a model it cannot take is refused,
+    // and the serving model stays.
+    std::fs::copy(data("tiny-2in.onnx"), dir.join("tiny-2in.onnx")).unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        native
+            .replace("tiny-1", "tiny-bad")
+            .replace("tiny.onnx", "tiny-2in.onnx")
+            .replace("missing = nan", "missing = nan\nevaluator = \"native\""),
+    )
+    .unwrap();
+    let e = scorer.reload(&dir.join("bad.toml")).unwrap_err();
+    assert!(matches!(e, ModelError::ShapeMismatch { .. }), "{e}");
+    assert_eq!(scorer.version().as_ref(), "tiny-1");
 }
 
 #[tokio::test]
@@ -384,7 +516,8 @@ async fn the_challenger_scores_in_shadow_under_its_own_name() {
     let rt = runtime();
     let mut c = catalogue();
     let mut cfg = ModelConfig::new(data("tiny.manifest.toml"));
-    cfg.challenger = Some(data("tiny.manifest.toml"));
+    // A native champion beside an ONNX Runtime challenger.
+    cfg.challenger = Some(data("tiny-ort.manifest.toml"));
     cfg.max_wait_us = 50;
     cfg.deadline_ms = 2_000;
     let models = Models::load_with(&cfg, &mut c, &rt, Arc::new(NoObserver)).unwrap();
@@ -398,11 +531,17 @@ async fn the_challenger_scores_in_shadow_under_its_own_name() {
         features: &[],
         model: &[],
     };
+    assert_eq!(models.champion().backend(), Backend::Native);
+    assert_eq!(models.challenger().unwrap().backend(), Backend::OnnxRuntime);
     let outcome = models.score(&record).await;
     assert!(!outcome.degraded);
     let scores = outcome.scores();
     let names: Vec<&str> = scores.0.iter().map(|(n, _)| n.as_ref()).collect();
     assert_eq!(names, ["fraud_score", "fraud_score_challenger"]);
+    assert_eq!(
+        scores.0[0].1, scores.0[1].1,
+        "the same model by either evaluator"
+    );
     let mut model = vec![Value::Missing; c.len(Namespace::Model)];
     outcome.write_slots(&mut model);
     assert!(matches!(

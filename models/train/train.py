@@ -15,6 +15,12 @@ Output, in --out (models/ by default):
   fraud-gbt.golden.json    a few hundred held-out input rows (with NaNs) and
                            scikit-learn's own predict_proba for each, for the
                            Rust parity test
+  fraud-gbt.covers.json    each ONNX tree node's training-row count, which
+                           Verdict's explanations (path-dependent TreeSHAP)
+                           need and an ONNX file does not carry
+  fraud-gbt.explanations.json
+                           shap's TreeExplainer contributions for the first
+                           golden rows, for the Rust explanation test
 
 The held-out split is by time: the last --test-share of events, so the model
 is judged on traffic it has not seen, as in production.
@@ -36,10 +42,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import onnxruntime as ort
+import shap
 import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
+from covers import golden_explanations, hgb_trees, match_covers, write_covers
 from export import to_onnx
 
 NAME = "fraud-gbt"
@@ -69,6 +77,7 @@ INPUTS = [
 REVIEW_THRESHOLD = 0.6
 DENY_THRESHOLD = 0.92
 GOLDEN_ROWS = 300
+EXPLAINED_ROWS = 100
 SEED = 11
 
 
@@ -189,6 +198,8 @@ def main() -> int:
         "]",
         "# HistGradientBoosting learns a branch for missing values: feed NaN.",
         "missing = nan",
+        "# Node covers for explanations (path-dependent TreeSHAP).",
+        f'covers = "{NAME}.covers.json"',
         "",
         "[[outputs]]",
         'name = "fraud_score"',
@@ -237,6 +248,23 @@ def main() -> int:
     }
     (args.out / f"{NAME}.golden.json").write_text(json.dumps(golden, indent=None) + "\n")
 
+    # Covers beside the manifest, and shap's explanations of golden rows
+    # with the same covers (shap reads them from the fitted model).
+    write_covers(args.out / f"{NAME}.covers.json", onnx_bytes, match_covers(onnx_bytes, hgb_trees(clf)))
+    explained = golden_x[:EXPLAINED_ROWS]
+    margins = clf.decision_function(explained.astype(np.float64))
+    additivity = golden_explanations(
+        args.out / f"{NAME}.explanations.json",
+        version,
+        INPUTS,
+        explained,
+        shap.TreeExplainer(clf, feature_perturbation="tree_path_dependent"),
+        margins,
+    )
+    if additivity > 1e-6:
+        print(f"train: shap's contributions miss the margin by {additivity:g}", file=sys.stderr)
+        return 1
+
     metrics = {
         "model": NAME,
         "version": version,
@@ -256,7 +284,7 @@ def main() -> int:
         "onnx_max_abs_diff_vs_sklearn": worst,
         "onnx_bytes": len(onnx_bytes),
         "params": {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str, type(None)))},
-        "versions": {"scikit-learn": sklearn.__version__, "onnxruntime": ort.__version__},
+        "versions": {"scikit-learn": sklearn.__version__, "onnxruntime": ort.__version__, "shap": shap.__version__},
     }
     (args.out / f"{NAME}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(

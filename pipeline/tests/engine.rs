@@ -155,11 +155,23 @@ fn put(dir: &tempfile::TempDir, from: &str, to: &str) {
     std::fs::copy(root().join(from), dir.path().join(to)).unwrap();
 }
 
+/// Copies a manifest, asking for ONNX Runtime as its evaluator.
+fn force_onnxruntime(dir: &tempfile::TempDir, from: &str, to: &str) {
+    let text = std::fs::read_to_string(root().join(from)).unwrap();
+    let forced = text.replace(
+        "missing = nan",
+        "missing = nan\nevaluator = \"onnxruntime\"",
+    );
+    assert_ne!(forced, text);
+    std::fs::write(dir.path().join(to), forced).unwrap();
+}
+
 /// A copy of the shipped model in a folder of its own, so a test can replace
-/// its file.
+/// its file; served by ONNX Runtime (the native evaluator refuses the
+/// broken files these tests feed before ONNX Runtime sees them).
 fn model_copy() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
-    put(
+    force_onnxruntime(
         &dir,
         "models/fraud-gbt.manifest.toml",
         "fraud-gbt.manifest.toml",
@@ -245,7 +257,7 @@ fn model_check_answers_for_good_broken_and_crashing_files() {
 fn a_model_file_that_hangs_onnx_runtime_is_refused_at_the_timeout() {
     use verdict::engine::vetting::{Vetting, vet};
     let dir = tempfile::tempdir().unwrap();
-    put(
+    force_onnxruntime(
         &dir,
         "models/tests/data/tiny.manifest.toml",
         "tiny.manifest.toml",
