@@ -169,9 +169,21 @@ fn poll_one(
     }
 }
 
+/// Creates the topic unless the brokers already know it.
 fn create_topic(base: &ClientConfig, topic: &str, replication: i32) -> Result<(), StoreError> {
     let admin: AdminClient<DefaultClientContext> =
         base.create().map_err(|e| kafka_err(topic, e))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| kafka_err(topic, format!("cannot read the brokers' metadata: {e}")))?;
+    if metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
     let max_bytes = MAX_MESSAGE_BYTES.to_string();
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact")
