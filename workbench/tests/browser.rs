@@ -31,7 +31,11 @@ impl Drop for Driver {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_driver() -> (Driver, u16) {
@@ -44,7 +48,10 @@ async fn start_driver() -> (Driver, u16) {
         .expect("chromedriver is not installed: run scripts/ensure-browser.sh");
     let driver = Driver(child);
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return (driver, port);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -122,23 +129,38 @@ async fn log_in(c: &Client, user: &str) {
         .await
         .unwrap();
     field.send_keys(user).await.unwrap();
-    c.find(Locator::Id("login-password")).await.unwrap().send_keys(&password(user)).await.unwrap();
+    c.find(Locator::Id("login-password"))
+        .await
+        .unwrap()
+        .send_keys(&password(user))
+        .await
+        .unwrap();
     click(c, "#login-submit").await;
     wait_text(c, "#whoami", user).await;
 }
 
 async fn log_out(c: &Client) {
     click(c, "#logout").await;
-    c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Id("login-user")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("login-user"))
+        .await
+        .unwrap();
 }
 
 fn chord(keys: &[Key]) -> String {
-    keys.iter().map(|k| char::from(*k)).chain([char::from(Key::Null)]).collect()
+    keys.iter()
+        .map(|k| char::from(*k))
+        .chain([char::from(Key::Null)])
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
-    assert!(verdict_workbench::assets::ui_built(), "the browser bundle is not built: run scripts/build-webui.sh");
+    assert!(
+        verdict_workbench::assets::ui_built(),
+        "the browser bundle is not built: run scripts/build-webui.sh"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (wb, store) = workbench(&dir.path().join("data")).await;
 
@@ -153,13 +175,22 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
         key: dir.path().join("tls.key"),
         poll_secs: 60,
     };
-    tokio::spawn(serve_tls(listener, wb.router(), tls, std::future::pending()));
+    tokio::spawn(serve_tls(
+        listener,
+        wb.router(),
+        tls,
+        std::future::pending(),
+    ));
 
     let (_driver, driver_port) = start_driver().await;
     let c = browser(driver_port, &dir.path().join("profile")).await;
     let base = format!("https://localhost:{port}/workbench/");
     c.goto(&base).await.unwrap();
-    c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Id("login-user")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id("login-user"))
+        .await
+        .unwrap();
     shot(&c, "login").await;
 
     // The analyst edits a rule file and sees the checker's error inline.
@@ -174,9 +205,12 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
         .await
         .unwrap();
     editor.click().await.unwrap();
-    editor.send_keys(&chord(&[Key::Control, Key::End])).await.unwrap();
     editor
-        .send_keys("\n\nrule wb_large_amount:\n  review if event.amout > 90000")
+        .send_keys(&chord(&[Key::Control, Key::End]))
+        .await
+        .unwrap();
+    editor
+        .send_keys("\n\nrule wb_large_amount:\n  review if event.amout > 5000 and feature.user.txn_count_24h >= 3")
         .await
         .unwrap();
     wait_text(&c, "#check-status", "1 error").await;
@@ -190,16 +224,29 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
     shot(&c, "draft-error").await;
 
     // Fixed: the line typed again.
-    editor.send_keys(&chord(&[Key::Shift, Key::Home])).await.unwrap();
-    editor.send_keys("  review if event.amount > 90000").await.unwrap();
+    editor
+        .send_keys(&chord(&[Key::Shift, Key::Home]))
+        .await
+        .unwrap();
+    editor
+        .send_keys("  review if event.amount > 5000 and feature.user.txn_count_24h >= 3")
+        .await
+        .unwrap();
     wait_text(&c, "#check-status", "The draft checks").await;
-    editor.send_keys("\n  reason \"very large amount\"").await.unwrap();
+    editor
+        .send_keys("\n  reason \"very large amount\"")
+        .await
+        .unwrap();
     wait_text(&c, "#check-status", "The draft checks").await;
 
     click(&c, "#run-tests").await;
     let tests = wait_text(&c, "#results", "passed").await;
     assert!(tests.contains(" 0 failed"), "{tests}");
-    assert!(wait_text(&c, "#test-results", "PASS").await.contains("a blocked user is denied"));
+    assert!(
+        wait_text(&c, "#test-results", "PASS")
+            .await
+            .contains("a blocked user is denied")
+    );
     shot(&c, "draft-tests").await;
 
     click(&c, "#run-backtest").await;
@@ -208,7 +255,12 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
     assert!(rules.contains("added"), "{rules}");
     shot(&c, "backtest").await;
 
-    c.find(Locator::Id("propose-note")).await.unwrap().send_keys("Review very large amounts").await.unwrap();
+    c.find(Locator::Id("propose-note"))
+        .await
+        .unwrap()
+        .send_keys("Review very large amounts")
+        .await
+        .unwrap();
     click(&c, "#propose").await;
     wait_text(&c, "#draft-message", "Proposal 1 is waiting").await;
     // The analyst cannot approve: the page offers no button, and the
@@ -251,8 +303,14 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
     click(&c, "#nav-serving").await;
     wait_text(&c, "#serving-version", "restores version 1").await;
     let rules = wait_text(&c, "#serving-rules", "model_high_risk").await;
-    assert!(!rules.contains("wb_large_amount"), "the rollback still serves the new rule");
-    assert_eq!(store.follower().current().unwrap().version.files, example_files());
+    assert!(
+        !rules.contains("wb_large_amount"),
+        "the rollback still serves the new rule"
+    );
+    assert_eq!(
+        store.follower().current().unwrap().version.files,
+        example_files()
+    );
 
     click(&c, "#nav-audit").await;
     let audit = wait_text(&c, "#audit", "rolled back").await;

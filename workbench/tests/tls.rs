@@ -139,6 +139,8 @@ async fn a_key_that_does_not_load_stops_the_start_with_the_file_named() {
         key: dir.path().join("tls.key"),
         poll_secs: 1,
     };
-    let err = serve_tls(listener, Router::new(), config, async {}).await.unwrap_err();
+    let err = serve_tls(listener, Router::new(), config, async {})
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("tls.key"), "{err}");
 }
