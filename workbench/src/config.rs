@@ -212,3 +212,68 @@ impl WorkbenchConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct File {
+        workbench: WorkbenchConfig,
+    }
+
+    fn parse(text: &str) -> Result<WorkbenchConfig, String> {
+        toml::from_str::<File>(text)
+            .map(|f| f.workbench)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_a_misspelt_key_is_an_error() {
+        let hash = crate::auth::hash_password("x");
+        let ok = format!(
+            "[workbench]\ndata_dir = \"/tmp/wb\"\n[[workbench.users]]\nname = \"alice\"\nrole = \"analyst\"\npassword_hash = \"{hash}\"\n\
+             [workbench.versions.kafka]\nbrokers = \"k:9092\"\n[workbench.tls]\ncert = \"c\"\nkey = \"k\"\n"
+        );
+        let c = parse(&ok).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.versions.kafka.unwrap().topic, "verdict.rulesets");
+        assert_eq!(c.tls.unwrap().poll_secs, 10);
+        for (typo, key) in [
+            ("data_dir = \"/tmp/wb\"", "data_dri = \"/tmp/wb\""),
+            ("role = \"analyst\"", "role = \"analyst\"\nrol = 1"),
+            (
+                "brokers = \"k:9092\"",
+                "brokers = \"k:9092\"\ntopik = \"t\"",
+            ),
+        ] {
+            assert!(parse(&ok.replace(typo, key)).is_err(), "{key}");
+        }
+        assert!(parse(&ok.replace("\"analyst\"", "\"superuser\"")).is_err());
+    }
+
+    #[test]
+    fn a_password_that_is_no_hash_and_a_user_named_twice_are_refused() {
+        let mut c = WorkbenchConfig::new("/tmp".into(), vec![]);
+        assert!(c.validate().is_err());
+        c.users.push(UserConfig {
+            name: "a".into(),
+            role: Role::Viewer,
+            password_hash: "plain".into(),
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("verdict-workbench-hash")
+        );
+        c.users[0].password_hash = crate::auth::hash_password("p");
+        c.users.push(c.users[0].clone());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("named twice")
+        );
+    }
+}
