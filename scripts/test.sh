@@ -35,5 +35,10 @@ export VERDICT_PYTHON
 ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
 export ORT_DYLIB_PATH
 
+# The workbench's browser bundle (embedded in the binary) and, for its
+# browser test, headless Chromium with its WebDriver.
+scripts/build-webui.sh
+scripts/ensure-browser.sh
+
 cargo test --workspace --all-targets --locked "$@"
 cargo test --workspace --doc --locked
