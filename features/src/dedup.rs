@@ -33,6 +33,12 @@ const MAX_SHARDS: usize = 64;
 pub struct DedupSlot(u32);
 
 impl DedupSlot {
+    /// The slot at `index`: for tests of tables kept parallel to the
+    /// dedup; the store hands out the slots it uses.
+    pub const fn at(index: u32) -> DedupSlot {
+        DedupSlot(index)
+    }
+
     /// The slot as an array index.
     pub fn index(self) -> usize {
         self.0 as usize

@@ -188,14 +188,12 @@ pub struct FeaturesConfig {
     /// counted).
     pub lateness_secs: u64,
     /// Recent event ids remembered so that a redelivered event is counted
-    /// once.
+    /// once and gets its first decision again (each remembered id keeps
+    /// that decision: about 200 bytes per id once traffic has filled it).
     pub dedup_capacity: usize,
     /// Memory the store may hold, in MiB; beyond it the longest-idle
     /// entities are evicted.
     pub memory_budget_mb: u64,
-    /// Decisions remembered by `event_id`: a redelivered event (a duplicate
-    /// the dedup window caught) gets its first decision again.
-    pub recent_decisions: usize,
 }
 
 impl Default for FeaturesConfig {
@@ -206,7 +204,6 @@ impl Default for FeaturesConfig {
             lateness_secs: store.lateness_secs,
             dedup_capacity: store.dedup_capacity,
             memory_budget_mb: store.memory_budget_mb,
-            recent_decisions: 100_000,
         }
     }
 }

@@ -3,20 +3,28 @@
 //!
 //! It takes plain values (an outcome, durations, a rejection kind) and
 //! knows nothing of the engine or the sources that report to it. Label
-//! children that every event touches are resolved once, at start.
+//! children that every event touches are resolved once: at start, or for
+//! rule hits once per rule of each rule set loaded.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use verdict_core::{Action, RejectionKind};
 
 /// The stages of `verdict_stage_seconds{stage}`, in the order
 /// [`Metrics::decision`] takes their durations.
 pub const STAGES: [&str; 4] = ["parse", "features", "model", "rules"];
+
+/// Rule counters cached by name address before the cache starts again.
+const MAX_RULE_COUNTERS: usize = 4_096;
 
 /// The service's metrics, registered once and shared by reference.
 pub struct Metrics {
@@ -29,6 +37,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     consumer_lag: IntGaugeVec,
     rule_hits: IntCounterVec,
+    /// Each rule name's counter, by the address of the name's `Arc`.
+    rule_counters: ArcSwap<HashMap<usize, (Arc<str>, IntCounter)>>,
     model_batch: Histogram,
     model_timeouts: IntCounter,
     model_errors: IntCounter,
@@ -240,6 +250,7 @@ impl Metrics {
             in_flight,
             consumer_lag,
             rule_hits,
+            rule_counters: Default::default(),
             model_batch,
             model_timeouts,
             model_errors,
@@ -295,9 +306,29 @@ impl Metrics {
             .set(lag);
     }
 
-    /// One rule matched.
-    pub fn rule_hit(&self, rule: &str) {
-        self.rule_hits.with_label_values(&[rule]).inc();
+    /// One rule matched. `rule` is the name the rule set holds (a hit's
+    /// `rule`): its counter is found by the name's address, resolved by
+    /// label once per rule and rule-set load.
+    pub fn rule_hit(&self, rule: &Arc<str>) {
+        let key = Arc::as_ptr(rule).cast::<u8>() as usize;
+        if let Some((_, counter)) = self.rule_counters.load().get(&key) {
+            counter.inc();
+            return;
+        }
+        let counter = self.rule_hits.with_label_values(&[rule]);
+        counter.inc();
+        self.rule_counters.rcu(|known| {
+            // Bounded: rule sets come and go with reloads; start again
+            // rather than keep the names of every set ever loaded.
+            let mut known = if known.len() >= MAX_RULE_COUNTERS {
+                HashMap::default()
+            } else {
+                HashMap::clone(known)
+            };
+            // The name is kept so its address is not reused while cached.
+            known.insert(key, (rule.clone(), counter.clone()));
+            known
+        });
     }
 
     /// One model batch scored.
@@ -415,5 +446,40 @@ mod tests {
             m.render()
                 .contains("verdict_dead_letters_total{reason=\"wrong_type\"} 1")
         );
+    }
+
+    /// A rule's hits count under its name whichever `Arc` of the name a hit
+    /// holds: the one cached, a clone of it, or one of another rule set.
+    #[test]
+    fn rule_hits_count_by_name_whatever_the_arc() {
+        let m = Metrics::new();
+        let name: Arc<str> = Arc::from("velocity");
+        for _ in 0..3 {
+            m.rule_hit(&name.clone());
+        }
+        let reloaded: Arc<str> = Arc::from("velocity");
+        m.rule_hit(&reloaded);
+        m.rule_hit(&Arc::from("other"));
+        let text = m.render();
+        assert!(
+            text.contains("verdict_rule_hits_total{rule=\"velocity\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("verdict_rule_hits_total{rule=\"other\"} 1"),
+            "{text}"
+        );
+        assert_eq!(m.rule_counters.load().len(), 3);
+    }
+
+    /// The cache of counters stays bounded however many rule sets load.
+    #[test]
+    fn rule_counter_cache_is_bounded() {
+        let m = Metrics::new();
+        for i in 0..(MAX_RULE_COUNTERS * 2 + 5) {
+            m.rule_hit(&Arc::from(format!("r{}", i % 10)));
+        }
+        assert!(m.rule_counters.load().len() <= MAX_RULE_COUNTERS);
+        assert!(m.render().contains("verdict_rule_hits_total{rule=\"r3\"}"));
     }
 }

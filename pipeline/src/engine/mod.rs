@@ -82,6 +82,9 @@ pub struct Prepared {
     pub timings: StageTimings,
     /// The feature store had seen this `event_id` recently: a redelivery.
     pub duplicate: bool,
+    /// Where the store's dedup keeps the event's id (its first delivery's,
+    /// for a redelivery), and the id's hash.
+    pub dedup: Option<(verdict_features::DedupSlot, u64)>,
 }
 
 /// A decided event.
@@ -128,7 +131,7 @@ pub struct Engine {
     /// The positions the restored snapshot covers.
     restored: BTreeMap<String, i64>,
     /// Decisions by event id, given again to a redelivered event.
-    recent: recent::RecentDecisions,
+    first: recent::FirstDecisions,
     /// Stops the background threads (rule watcher, batch refresh).
     stop: Arc<AtomicBool>,
     /// The `verdict` binary that vets a model file in a child process
@@ -506,6 +509,8 @@ impl Engine {
         };
         let feature_slots = catalogue.len(verdict_core::Namespace::Feature);
         let model_slots = catalogue.len(verdict_core::Namespace::Model);
+        let first =
+            recent::FirstDecisions::new(features.as_ref().map_or(0, |store| store.dedup_slots()));
         Ok(Engine {
             parser,
             catalogue,
@@ -518,7 +523,7 @@ impl Engine {
             model_slots,
             snapshot,
             restored,
-            recent: recent::RecentDecisions::new(config.features.recent_decisions),
+            first,
             stop,
             vet_with,
         })
@@ -686,9 +691,11 @@ impl Engine {
         timings.parse = read_at.elapsed();
         let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
         let mut duplicate = false;
+        let mut dedup = None;
         if let Some(store) = &self.features {
-            duplicate = store.read_and_update(&event, &mut features)
-                == verdict_features::UpdateOutcome::Duplicate;
+            let update = store.read_and_update_slot(&event, &mut features);
+            duplicate = update.outcome == verdict_features::UpdateOutcome::Duplicate;
+            dedup = update.slot.map(|slot| (slot, update.id_hash));
             timings.features = read_at.elapsed() - timings.parse;
         }
         Ok(Prepared {
@@ -697,6 +704,7 @@ impl Engine {
             read_at,
             timings,
             duplicate,
+            dedup,
         })
     }
 
@@ -705,10 +713,9 @@ impl Engine {
     /// awaits the score at most the model's deadline (past it the decision
     /// is made without it and marked degraded), then concludes.
     pub fn finish(&self, mut prepared: Prepared) -> impl Future<Output = Decided> + Send + '_ {
-        let repeated = if prepared.duplicate {
-            self.recent.get(prepared.event.id())
-        } else {
-            None
+        let repeated = match (prepared.duplicate, prepared.dedup) {
+            (true, Some((slot, hash))) => self.first.get(slot, hash, prepared.event.id()),
+            _ => None,
         };
         let scoring = match (&self.model, &repeated) {
             (ModelStage::Loaded { models, .. }, None) => Some((
@@ -768,6 +775,7 @@ impl Engine {
             features,
             read_at,
             mut timings,
+            dedup,
             ..
         } = prepared;
         let degraded = match &self.model {
@@ -819,7 +827,9 @@ impl Engine {
             latency_us: read_at.elapsed().as_micros() as u64,
             decided_at: verdict_core::time::now_ms(),
         };
-        self.recent.insert(&decision);
+        if let Some((slot, hash)) = dedup {
+            self.first.record(slot, hash, &decision);
+        }
         Decided {
             decision,
             key,

@@ -17,7 +17,7 @@ pub fn every_metric() -> Metrics {
     m.decision(Action::Review, 640, [Duration::from_micros(5); 4], false);
     m.decision(Action::Deny, 640, [Duration::from_micros(5); 4], false);
     m.set_consumer_lag("events", 0, 12);
-    m.rule_hit("model_high_risk");
+    m.rule_hit(&"model_high_risk".into());
     m.observe_model_batch(8);
     m.model_timeout();
     m.model_error();
