@@ -66,6 +66,18 @@ impl<'de> Deserialize<'de> for Scores {
     }
 }
 
+/// One model input's part in a decision's score: an exact TreeSHAP
+/// contribution to the model's margin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The manifest's input path (`feature.device.account_count_7d`).
+    pub input: Arc<str>,
+    /// The value the model was fed; `None` (`null`) when it was missing.
+    pub value: Option<f64>,
+    /// Its contribution to the margin (log-odds for a binary classifier).
+    pub contribution: f64,
+}
+
 /// The outcome for one event, exactly as `contracts.md` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -75,6 +87,10 @@ pub struct Decision {
     pub hits: Vec<Hit>,
     pub shadow_hits: Vec<Hit>,
     pub scores: Scores,
+    /// The model inputs that moved the score most, largest first; only for
+    /// the outcomes `[model.explain]` names, and absent (empty) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub explanation: Vec<Contribution>,
     pub ruleset_version: Arc<str>,
     /// `null` when no model is configured.
     pub model_version: Option<Arc<str>>,
@@ -110,7 +126,27 @@ impl Decision {
             out.push(b':');
             json_f64(out, *score);
         }
-        out.extend_from_slice(b"},\"ruleset_version\":");
+        out.push(b'}');
+        if !self.explanation.is_empty() {
+            out.extend_from_slice(b",\"explanation\":[");
+            for (i, c) in self.explanation.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"input\":");
+                json_str(out, &c.input);
+                out.extend_from_slice(b",\"value\":");
+                match c.value {
+                    Some(v) => json_f64(out, v),
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.extend_from_slice(b",\"contribution\":");
+                json_f64(out, c.contribution);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"ruleset_version\":");
         json_str(out, &self.ruleset_version);
         out.extend_from_slice(b",\"model_version\":");
         match &self.model_version {
@@ -326,6 +362,7 @@ mod tests {
             }],
             shadow_hits: vec![],
             scores: Scores(vec![("fraud_score".into(), 0.963)]),
+            explanation: vec![],
             ruleset_version: "rs-5f1c9a2e".into(),
             model_version: Some("fraud-gbt-2026-11-20".into()),
             degraded: false,
@@ -400,6 +437,13 @@ mod tests {
                             .map(|k| (texts[k].into(), scores[(i * 3 + j + k) % scores.len()]))
                             .collect(),
                     ),
+                    explanation: (0..(i + 2 * j) % 3)
+                        .map(|k| Contribution {
+                            input: texts[(i + k) % texts.len()].into(),
+                            value: (k % 2 == 0).then(|| scores[(i + j + k) % scores.len()]),
+                            contribution: scores[(2 * i + j + k) % scores.len()],
+                        })
+                        .collect(),
                     ruleset_version: texts[i % texts.len()].into(),
                     model_version: (j % 2 == 0).then(|| texts[(i + 1) % texts.len()].into()),
                     degraded: (i + j) % 2 == 1,

@@ -20,7 +20,7 @@ pub mod time;
 mod value;
 
 pub use catalogue::{Catalogue, CatalogueEntry, Namespace, Record, Slot, edit_distance};
-pub use decision::{Action, DeadLetter, Decision, Hit, Position, Scores};
+pub use decision::{Action, Contribution, DeadLetter, Decision, Hit, Position, Scores};
 pub use error::CoreError;
 pub use event::{DEFAULT_MAX_EVENT_BYTES, Event, EventParser, Rejection, RejectionKind};
 pub use schema::{EVENT_ID_SLOT, EVENT_TYPE_SLOT, FieldDef, Schema, TIMESTAMP_SLOT};

@@ -349,8 +349,17 @@ impl FeatureStore {
         self.update(event, &mut [], false).outcome
     }
 
+    /// Fills `out` with the features `event` would see now, changing
+    /// nothing: the event is not added, not remembered by the dedup, and
+    /// does not move the store's event time. For questions about an event
+    /// (an explanation) that must not count as traffic. The features of
+    /// kinds placed `shared` are left as they are.
+    pub fn peek(&self, event: &Event, out: &mut [Value]) {
+        self.inner.visit(event, out, Visit::Peek);
+    }
+
     fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> Update {
-        let update = self.inner.update(event, out, lateness);
+        let update = self.inner.visit(event, out, Visit::Live { lateness });
         if update.outcome == UpdateOutcome::Added
             && self.inner.updates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
         {
@@ -394,15 +403,33 @@ impl FeatureStore {
     }
 }
 
+/// What a visit of the store does with an event.
+#[derive(Clone, Copy)]
+enum Visit {
+    /// Read, then add (unless a redelivery or, with `lateness`, too late).
+    Live { lateness: bool },
+    /// Read only.
+    Peek,
+}
+
 impl Inner {
-    fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> Update {
+    fn visit(&self, event: &Event, out: &mut [Value], visit: Visit) -> Update {
         let t = event.timestamp_ms();
         let id_hash = self.keys.hash_one(event.id());
-        let seen = self.dedup.insert(id_hash);
-        let watermark = self.watermark.fetch_max(t, Ordering::AcqRel).max(t);
-        let late =
-            lateness && t < watermark.saturating_sub(self.config.lateness_secs as i64 * 1000);
+        let (seen, late) = match visit {
+            Visit::Live { lateness } => {
+                let seen = self.dedup.insert(id_hash);
+                let watermark = self.watermark.fetch_max(t, Ordering::AcqRel).max(t);
+                let late = lateness
+                    && t < watermark.saturating_sub(self.config.lateness_secs as i64 * 1000);
+                (seen, late)
+            }
+            // Read as a redelivery is: the windows as they are, unchanged.
+            Visit::Peek => (Seen::Fresh(None), false),
+        };
+        let peek = matches!(visit, Visit::Peek);
         let (outcome, slot) = match seen {
+            Seen::Fresh(_) if peek => (UpdateOutcome::Duplicate, None),
             Seen::Again(slot) => {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
                 (UpdateOutcome::Duplicate, Some(slot))

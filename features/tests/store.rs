@@ -658,3 +658,38 @@ fn a_damaged_snapshot_is_refused_never_misread() {
     assert_eq!(target.restore(&good).unwrap(), positions);
     assert_eq!(target.encoded_entities(), store.encoded_entities());
 }
+
+/// `peek` reads what the event would see and changes nothing: a store
+/// that was peeked at reads and decides the rest of the traffic exactly as
+/// one that was not, and the peeked event is not remembered as seen.
+#[test]
+fn a_peek_reads_the_same_features_and_changes_nothing() {
+    let events = traffic(2_000, 50);
+    let (plain, catalogue) = store_of(DEFS, StoreConfig::default());
+    let (peeked, _) = store_of(DEFS, StoreConfig::default());
+    let parser = parser();
+    let len = features_len(&catalogue);
+    for e in &events {
+        let event = e.parse(&parser);
+        let mut seen = vec![Value::Missing; len];
+        let mut read = vec![Value::Missing; len];
+        // Twice, as an explanation request could come twice.
+        peeked.peek(&event, &mut seen);
+        peeked.peek(&event, &mut seen);
+        peeked.read_and_update(&event, &mut read);
+        assert_eq!(seen, read, "{e:?}");
+        let mut want = vec![Value::Missing; len];
+        plain.read_and_update(&event, &mut want);
+        assert_eq!(read, want, "{e:?}");
+    }
+    assert_eq!(peeked.stats(), plain.stats());
+    assert_eq!(peeked.watermark(), plain.watermark());
+    // A peeked event not yet seen is still fresh afterwards.
+    let fresh = ev(99_999, peeked.watermark().unwrap(), "u1", "d1", 5).parse(&parser);
+    let mut out = vec![Value::Missing; len];
+    peeked.peek(&fresh, &mut out);
+    assert_eq!(
+        peeked.read_and_update(&fresh, &mut out),
+        UpdateOutcome::Added
+    );
+}

@@ -33,7 +33,7 @@ pub use model::{
 };
 pub use runtime::{ORT_DYLIB_ENV, Runtime, locate};
 pub use scorer::{
-    Batching, ModelConfig, ModelObserver, ModelOutcome, ModelStats, Models, NoObserver, Scored,
-    Scorer, challenger_output_name,
+    Batching, ExplainConfig, ModelConfig, ModelObserver, ModelOutcome, ModelStats, Models,
+    NoObserver, Scored, Scorer, challenger_output_name,
 };
 pub use tree::MAX_COVERS_BYTES;

@@ -57,16 +57,8 @@ enum Engine {
     Onnx(OnnxModel),
 }
 
-/// One input's part in a score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Contribution {
-    /// The manifest's input path (`feature.device.account_count_7d`).
-    pub input: Arc<str>,
-    /// The value the model was fed; `None` when the input was missing.
-    pub value: Option<f64>,
-    /// Its exact TreeSHAP contribution to the margin.
-    pub contribution: f64,
-}
+/// One input's part in a score: the decision's own type.
+pub use verdict_core::Contribution;
 
 /// The totals of one explanation.
 #[derive(Debug, Clone, PartialEq)]

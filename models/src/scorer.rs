@@ -56,6 +56,45 @@ pub struct ModelConfig {
     /// `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else `.verdict/venv`.
     #[serde(default)]
     pub ort_library: Option<PathBuf>,
+    /// Which decisions carry the model's explanation (`[model.explain]`).
+    #[serde(default)]
+    pub explain: ExplainConfig,
+}
+
+/// `[model.explain]`: the decisions that carry their top contributions.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainConfig {
+    /// The outcomes explained (`["review", "deny"]` by default; `[]`: none).
+    /// An approval is never worth the cost unless named here.
+    #[serde(default = "default_explain_outcomes")]
+    pub outcomes: Vec<verdict_core::Action>,
+    /// How many contributions a decision carries, largest first (0: none).
+    #[serde(default = "default_explain_top")]
+    pub top: usize,
+}
+
+impl Default for ExplainConfig {
+    fn default() -> ExplainConfig {
+        ExplainConfig {
+            outcomes: default_explain_outcomes(),
+            top: default_explain_top(),
+        }
+    }
+}
+
+impl ExplainConfig {
+    /// Whether a decision of `outcome` is explained.
+    pub fn explains(&self, outcome: verdict_core::Action) -> bool {
+        self.top > 0 && self.outcomes.contains(&outcome)
+    }
+}
+
+fn default_explain_outcomes() -> Vec<verdict_core::Action> {
+    vec![verdict_core::Action::Review, verdict_core::Action::Deny]
+}
+fn default_explain_top() -> usize {
+    5
 }
 
 fn default_max_batch() -> usize {
@@ -82,6 +121,7 @@ impl ModelConfig {
             deadline_ms: default_deadline_ms(),
             threads: default_threads(),
             ort_library: None,
+            explain: ExplainConfig::default(),
         }
     }
 

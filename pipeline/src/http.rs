@@ -1,5 +1,7 @@
 //! The HTTP API: `POST /v1/decisions` (one event decided synchronously by
-//! the same engine as the Kafka lanes), `/metrics` (Prometheus text),
+//! the same engine as the Kafka lanes), `POST /v1/explain` (the model's
+//! reasons for one event's score, the event neither decided nor counted),
+//! `/metrics` (Prometheus text),
 //! `/healthz`, `/readyz`, and the admin endpoints guarded by a bearer
 //! token.
 //!
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use verdict_core::Position;
 
 use crate::config::Secret;
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, NotExplained, Output};
 use crate::metrics::Metrics;
 use crate::window::Window;
 
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .route("/v1/decisions", post(decide))
+        .route("/v1/explain", post(explain))
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -210,33 +213,38 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-async fn decide(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let read_at = Instant::now();
+/// The body of a request that must be one JSON event within the size
+/// limit; otherwise the refusal to answer.
+async fn event_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         if !is_json(ct) {
-            return refusal(
+            return Err(refusal(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
                     "the body must be a JSON event (Content-Type: application/json), not `{ct}`"
                 ),
-            );
+            ));
         }
     }
-    let limit = s.state.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the body is over the limit of {limit} bytes (raise [http] max_body_bytes \
+                 if such events are legitimate)"
+            ),
+        )
+    })
+}
+
+async fn decide(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let read_at = Instant::now();
+    let body = match event_body(&headers, body, s.state.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the body is over the limit of {limit} bytes (raise [http] max_body_bytes \
-                     if such events are legitimate)"
-                ),
-            );
-        }
+        Err(refused) => return refused,
     };
     let Some(decide) = &s.decide else {
         return refusal(
@@ -270,6 +278,47 @@ async fn decide(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Resp
             "unavailable",
             "the service is stopping",
         ),
+    }
+}
+
+/// `?top=N` of `POST /v1/explain`.
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    top: Option<usize>,
+}
+
+/// Most contributions one explanation answers.
+const MAX_EXPLAIN_TOP: usize = 64;
+
+/// `POST /v1/explain`: the champion's score of one event and its top
+/// contributions (`?top=N`, default 5, at most 64), without deciding the
+/// event or counting it in the features.
+async fn explain(
+    State(s): State<Shared>,
+    Query(query): Query<ExplainQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match event_body(&headers, body, s.state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let Some(engine) = &s.state.engine else {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no engine is loaded",
+        );
+    };
+    let top = query.top.unwrap_or(5).clamp(1, MAX_EXPLAIN_TOP);
+    match engine.explain_event(&body, top).await {
+        Ok(explained) => axum::Json(explained).into_response(),
+        Err(NotExplained::Invalid { kind, reason }) => {
+            refusal(StatusCode::UNPROCESSABLE_ENTITY, kind.as_str(), reason)
+        }
+        Err(NotExplained::Unavailable(why)) => {
+            refusal(StatusCode::CONFLICT, "not_explainable", why)
+        }
     }
 }
 

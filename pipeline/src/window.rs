@@ -127,6 +127,7 @@ mod tests {
                 hits: Vec::new(),
                 shadow_hits: Vec::new(),
                 scores: Scores::default(),
+                explanation: Vec::new(),
                 ruleset_version: Arc::from("rs"),
                 model_version: None,
                 degraded: false,

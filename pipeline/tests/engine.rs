@@ -230,7 +230,14 @@ fn model_check_answers_for_good_broken_and_crashing_files() {
     };
     let out = check(&root().join("models/fraud-gbt.manifest.toml"));
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok, version fraud-gbt-"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok, version fraud-gbt-"), "{text}");
+    // The shipped trees are scored natively, and both evaluators were run
+    // on the probe rows first: identical to the bit.
+    assert!(
+        text.contains("native evaluator against ONNX Runtime: 10000 rows: largest difference 0e0"),
+        "{text}"
+    );
 
     let (dir, _) = model_copy();
     let manifest = dir.path().join("fraud-gbt.manifest.toml");
@@ -277,5 +284,77 @@ fn a_model_file_that_hangs_onnx_runtime_is_refused_at_the_timeout() {
     }
     // The same child on the tiny model itself passes.
     let vetting = vet_tiny("models/tests/data/tiny.onnx", 60);
-    assert_eq!(vetting, Vetting::Passed("tiny-1".into()));
+    assert_eq!(
+        vetting,
+        Vetting::Passed {
+            version: "tiny-1".into(),
+            parity: None
+        }
+    );
+}
+
+/// `[model.explain]` decides which outcomes carry an explanation, and how
+/// many contributions: here approvals only, two each, largest first.
+#[tokio::test]
+async fn the_configured_outcomes_carry_their_top_contributions() {
+    let mut config = config();
+    let explain = &mut config.model.as_mut().unwrap().explain;
+    explain.outcomes = vec![verdict_core::Action::Approve];
+    explain.top = 2;
+    let engine = Engine::load(&config).unwrap();
+    let traffic =
+        std::fs::read_to_string(root().join("pipeline/tests/data/golden-traffic.jsonl")).unwrap();
+    let (mut approved, mut others) = (0, 0);
+    for line in traffic.lines() {
+        let Ok(prepared) = engine.prepare(
+            line.as_bytes(),
+            || Position::Http {
+                http: "test".into(),
+            },
+            Instant::now(),
+        ) else {
+            continue;
+        };
+        let d = engine.finish(prepared).await.decision;
+        if d.decision == verdict_core::Action::Approve {
+            approved += 1;
+            assert_eq!(d.explanation.len(), 2, "{d:?}");
+            assert!(
+                d.explanation[0].contribution.abs() >= d.explanation[1].contribution.abs(),
+                "{d:?}"
+            );
+            assert!(
+                d.explanation
+                    .iter()
+                    .all(|c| c.input.starts_with("event.") || c.input.starts_with("feature.")),
+                "{d:?}"
+            );
+        } else {
+            others += 1;
+            assert!(d.explanation.is_empty(), "{d:?}");
+        }
+    }
+    assert!(approved > 100 && others > 10, "{approved} {others}");
+    // Off: nothing explained.
+    let mut config = self::config();
+    config.model.as_mut().unwrap().explain.top = 0;
+    let engine = Engine::load(&config).unwrap();
+    for line in traffic.lines().take(200) {
+        if let Ok(prepared) = engine.prepare(
+            line.as_bytes(),
+            || Position::Http {
+                http: "test".into(),
+            },
+            Instant::now(),
+        ) {
+            assert!(
+                engine
+                    .finish(prepared)
+                    .await
+                    .decision
+                    .explanation
+                    .is_empty()
+            );
+        }
+    }
 }

@@ -253,3 +253,62 @@ async fn admin_without_a_configured_token_is_401() {
         401
     );
 }
+
+/// `POST /v1/explain` answers the champion's score and its top
+/// contributions for any event, without deciding it: the same answer
+/// twice, and no decision counted (that the store is left unchanged is
+/// `features/tests/store.rs`'s).
+#[tokio::test]
+async fn explains_an_event_without_deciding_it() {
+    let (addr, metrics) = start_with(None).await;
+    let (status, body) = request(addr, "POST", "/v1/explain?top=3", "", BLOCKED.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["event_id"], "e-2");
+    assert!(
+        e["model_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("fraud-gbt-"),
+        "{body}"
+    );
+    let contributions = e["explanation"].as_array().unwrap();
+    assert_eq!(contributions.len(), 3, "{body}");
+    let sizes: Vec<f64> = contributions
+        .iter()
+        .map(|c| c["contribution"].as_f64().unwrap().abs())
+        .collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{body}");
+    assert!(
+        contributions
+            .iter()
+            .any(|c| c["input"] == "event.amount" && c["value"] == 5.0),
+        "{body}"
+    );
+    let score = e["scores"]["fraud_score"].as_f64().unwrap();
+    let margin = e["margin"].as_f64().unwrap();
+    // A binary classifier's score is the logistic of its margin.
+    assert!(
+        (score - 1.0 / (1.0 + (-margin).exp())).abs() < 1e-5,
+        "{body}"
+    );
+    let (_, again) = request(addr, "POST", "/v1/explain?top=3", "", BLOCKED.as_bytes()).await;
+    assert_eq!(again, body);
+    // Nothing was decided.
+    let decided = |outcome: &str| {
+        let text = metrics.render();
+        let line = format!("verdict_decisions_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+    };
+    assert_eq!(decided("deny"), "0");
+    let (status, body) = request(addr, "POST", "/v1/decisions", "", BLOCKED.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(decided("deny"), "1");
+
+    let (status, body) = request(addr, "POST", "/v1/explain", "", b"{\"event_id\":").await;
+    assert_eq!(status, 422, "{body}");
+    let refusal: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["kind"], "not_json", "{body}");
+}

@@ -51,8 +51,11 @@ pub fn run(args: ModelArgs) -> Result<ExitCode> {
         args.ort_library.as_deref(),
         VET_TIMEOUT,
     ) {
-        Vetting::Passed(version) => {
+        Vetting::Passed { version, parity } => {
             println!("{}: ok, version {version}", args.manifest.display());
+            if let Some(parity) = parity {
+                println!("native evaluator against ONNX Runtime: {parity}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Vetting::Refused(why) => {

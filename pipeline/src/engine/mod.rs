@@ -113,6 +113,37 @@ impl Decided {
     }
 }
 
+/// The answer of [`Engine::explain_event`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventExplanation {
+    pub event_id: Arc<str>,
+    /// The champion explained.
+    pub model_version: Arc<str>,
+    /// Its scores (and a challenger's), as a decision carries them.
+    pub scores: verdict_core::Scores,
+    /// The margin with no input known; it plus every contribution (not
+    /// only the top ones) is `margin`.
+    pub base_value: f64,
+    /// The model's raw score before its post-transform (log-odds for a
+    /// binary classifier).
+    pub margin: f64,
+    /// The largest contributions, largest first.
+    pub explanation: Vec<verdict_core::Contribution>,
+}
+
+/// Why an event was not explained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotExplained {
+    /// The event does not parse against the schema.
+    Invalid {
+        kind: verdict_core::RejectionKind,
+        reason: String,
+    },
+    /// No model explains it (none configured, not serving, or one without
+    /// explanations); why.
+    Unavailable(String),
+}
+
 /// Everything that decides, built once from the configuration.
 pub struct Engine {
     parser: EventParser,
@@ -162,6 +193,8 @@ enum ModelStage {
         manifest: PathBuf,
         /// ONNX Runtime's library as configured (for the vetting child).
         ort_library: Option<PathBuf>,
+        /// Which decisions carry the champion's explanation.
+        explain: verdict_models::ExplainConfig,
     },
 }
 
@@ -341,7 +374,7 @@ fn model_config(config: &Config) -> Option<ModelConfig> {
 /// Runtime passes: the engine's own load reports it and decides degraded.
 fn vet(exe: &Path, manifest: &Path, ort_library: Option<&Path>) -> Result<()> {
     match vetting::vet(exe, manifest, ort_library, vetting::VET_TIMEOUT) {
-        Vetting::Passed(_) | Vetting::RuntimeMissing => Ok(()),
+        Vetting::Passed { .. } | Vetting::RuntimeMissing => Ok(()),
         Vetting::Refused(why) => Err(anyhow::anyhow!(why)),
     }
 }
@@ -420,10 +453,19 @@ impl Engine {
                         "model loaded"
                     );
                     observer.set_model_version(version);
+                    if mc.explain.top > 0
+                        && let Err(why) = models.champion().explanations()
+                    {
+                        tracing::warn!(
+                            model = models.champion().name(),
+                            "decisions will carry no explanation: {why}"
+                        );
+                    }
                     ModelStage::Loaded {
                         models,
                         manifest: mc.manifest,
                         ort_library: mc.ort_library,
+                        explain: mc.explain,
                     }
                 }
                 Err(e @ (ModelError::RuntimeMissing { .. } | ModelError::RuntimeLoad { .. })) => {
@@ -560,6 +602,7 @@ impl Engine {
             models,
             manifest,
             ort_library,
+            ..
         } = &self.model
         else {
             return Err(match self.model {
@@ -768,6 +811,97 @@ impl Engine {
         })
     }
 
+    /// Explains the champion's score of one event without deciding it: the
+    /// features it would see now (read, not added: the event does not
+    /// count as traffic, and kinds placed `shared` read as missing), its
+    /// scores, and its `top` contributions. For `POST /v1/explain`.
+    pub async fn explain_event(
+        &self,
+        bytes: &[u8],
+        top: usize,
+    ) -> Result<EventExplanation, NotExplained> {
+        let event = self
+            .parser
+            .parse(bytes)
+            .map_err(|rejection| NotExplained::Invalid {
+                kind: rejection.kind(),
+                reason: rejection.to_string(),
+            })?;
+        let models = match &self.model {
+            ModelStage::Loaded { models, .. } => models,
+            ModelStage::None => {
+                return Err(NotExplained::Unavailable(
+                    "no model is configured ([model] in the configuration)".into(),
+                ));
+            }
+            ModelStage::Unavailable => {
+                return Err(NotExplained::Unavailable(
+                    "the model is not serving: ONNX Runtime could not be loaded".into(),
+                ));
+            }
+        };
+        let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
+        if let Some(store) = &self.features {
+            store.peek(&event, &mut features);
+        }
+        let record = Record {
+            event: event.values(),
+            features: &features,
+            model: &[],
+        };
+        let scored = models.score(&record).await;
+        let mut explanation = Vec::with_capacity(top);
+        let explained = models
+            .explain(&record, top, &mut explanation)
+            .map_err(|e| NotExplained::Unavailable(e.to_string()))?;
+        Ok(EventExplanation {
+            event_id: event.id_arc(),
+            model_version: explained.model_version,
+            scores: scored.scores(),
+            base_value: explained.base_value,
+            margin: explained.margin,
+            explanation,
+        })
+    }
+
+    /// The champion's top contributions to the score of a decision whose
+    /// outcome `[model.explain]` names; empty otherwise, and when the
+    /// event was not scored or the model serving now is not the one that
+    /// scored it.
+    fn explain(
+        &self,
+        event: &Event,
+        features: &[verdict_core::Value],
+        outcome: Action,
+        scored: Option<&ModelOutcome>,
+    ) -> Vec<verdict_core::Contribution> {
+        let ModelStage::Loaded {
+            models, explain, ..
+        } = &self.model
+        else {
+            return Vec::new();
+        };
+        let Some(version) = scored
+            .filter(|o| !o.degraded)
+            .and_then(|o| o.model_version())
+        else {
+            return Vec::new();
+        };
+        if !explain.explains(outcome) {
+            return Vec::new();
+        }
+        let record = Record {
+            event: event.values(),
+            features,
+            model: &[],
+        };
+        let mut out = Vec::with_capacity(explain.top);
+        match models.explain(&record, explain.top, &mut out) {
+            Ok(explained) if explained.model_version == *version => out,
+            _ => Vec::new(),
+        }
+    }
+
     /// The rules and the decision record: synchronous, no I/O.
     fn conclude(&self, prepared: Prepared, outcome: Option<ModelOutcome>) -> Decided {
         let Prepared {
@@ -812,6 +946,8 @@ impl Engine {
             None => Arc::from("none"),
         };
         timings.rules = started.elapsed();
+        let explanation = self.explain(&event, &features, eval.decision, outcome.as_ref());
+        timings.model += started.elapsed() - timings.rules;
         let decision = Decision {
             event_id: event.id_arc(),
             decision: eval.decision,
@@ -821,6 +957,7 @@ impl Engine {
                 .as_ref()
                 .map(ModelOutcome::scores)
                 .unwrap_or_default(),
+            explanation,
             ruleset_version,
             model_version: outcome.as_ref().and_then(|o| o.model_version().cloned()),
             degraded,

@@ -95,6 +95,7 @@ fn copy_into(kept: &mut Decision, from: &Decision) {
     kept.hits.clone_from(&from.hits);
     kept.shadow_hits.clone_from(&from.shadow_hits);
     kept.scores.0.clone_from(&from.scores.0);
+    kept.explanation.clone_from(&from.explanation);
     kept.ruleset_version.clone_from(&from.ruleset_version);
     kept.model_version.clone_from(&from.model_version);
     kept.degraded = from.degraded;
@@ -118,6 +119,7 @@ mod tests {
             }],
             shadow_hits: Vec::new(),
             scores: Scores(vec![("p".into(), 0.5)]),
+            explanation: Vec::new(),
             ruleset_version: "rs-1".into(),
             model_version: None,
             degraded: false,

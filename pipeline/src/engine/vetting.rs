@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use verdict_models::{Manifest, Model, ModelError, Runtime};
+use verdict_models::{Backend, Manifest, Model, ModelError, Runtime};
 
 /// Exit code of a check that could not load ONNX Runtime.
 pub const RUNTIME_MISSING: i32 = 3;
@@ -26,11 +26,25 @@ pub const RUNTIME_MISSING: i32 = 3;
 /// refused.
 pub const VET_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Probe rows a model for the native evaluator is scored on by both
+/// evaluators before it may serve: every threshold of its trees, each side
+/// of it, and missing values.
+const PARITY_ROWS: usize = 10_000;
+const PARITY_SEED: u64 = 0x5eed;
+/// The most the two evaluators may differ on any output.
+const PARITY_TOLERANCE: f64 = 1e-6;
+
 /// What vetting a model found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vetting {
-    /// The child loaded it and scored the probe row; its version.
-    Passed(String),
+    /// The child loaded it and scored the probe row.
+    Passed {
+        /// The model's version.
+        version: String,
+        /// For a model the native evaluator scores: how it compared with
+        /// ONNX Runtime on the probe rows.
+        parity: Option<String>,
+    },
     /// The model must not be loaded; why.
     Refused(String),
     /// ONNX Runtime itself could not be loaded; the engine's own load says
@@ -51,11 +65,35 @@ pub fn check_here(manifest: &Path, ort: Option<&Path>) -> ExitCode {
         .and_then(|m| Model::load(m, &runtime, 1))
         .and_then(|mut model| {
             model.probe()?;
-            Ok::<_, ModelError>(model.version().to_string())
+            let parity = match model.backend() {
+                Backend::Native => {
+                    let rows = model.probe_rows(PARITY_ROWS, PARITY_SEED);
+                    Some(Model::compare_evaluators(
+                        model.manifest(),
+                        &runtime,
+                        &rows,
+                    )?)
+                }
+                Backend::OnnxRuntime => None,
+            };
+            Ok::<_, ModelError>((model.version().to_string(), parity))
         });
     match checked {
-        Ok(version) => {
+        Ok((_, Some(parity)))
+            if parity.max_abs_diff.is_nan() || parity.max_abs_diff > PARITY_TOLERANCE =>
+        {
+            println!(
+                "refused the native evaluator and ONNX Runtime disagree by more than \
+                 {PARITY_TOLERANCE:e} on the probe rows: {parity}; serve it with \
+                 evaluator = \"onnxruntime\" in the manifest, and report the file"
+            );
+            ExitCode::FAILURE
+        }
+        Ok((version, parity)) => {
             println!("ok {version}");
+            if let Some(parity) = parity {
+                println!("parity {parity}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -118,7 +156,14 @@ pub fn vet(exe: &Path, manifest: &Path, ort: Option<&Path>, timeout: Duration) -
     };
     let line = stdout.trim();
     match status.code() {
-        Some(0) => Vetting::Passed(line.strip_prefix("ok ").unwrap_or(line).to_owned()),
+        Some(0) => {
+            let mut lines = line.lines();
+            let first = lines.next().unwrap_or_default();
+            Vetting::Passed {
+                version: first.strip_prefix("ok ").unwrap_or(first).to_owned(),
+                parity: lines.find_map(|l| l.strip_prefix("parity ").map(str::to_owned)),
+            }
+        }
         Some(RUNTIME_MISSING) => Vetting::RuntimeMissing,
         Some(_) if line.starts_with("refused ") => Vetting::Refused(format!(
             "the model {} is refused: {}",
