@@ -662,7 +662,7 @@ pub struct HistoryReader {
     decoded: Receiver<Result<DecodedRun, HistoryError>>,
     open: Vec<Option<DecodedRun>>,
     free_slots: Vec<usize>,
-    heap: BinaryHeap<Reverse<(i64, u32, u32, u32, u32)>>,
+    heap: BinaryHeap<Reverse<MergeKey>>,
     /// A run whose last row was handed out; dropped on the next call.
     spent: Option<usize>,
     failed: bool,
@@ -681,6 +681,11 @@ impl fmt::Debug for HistoryReader {
             .finish()
     }
 }
+
+/// A row's place in the merge: event time, file rank, row group, row in
+/// the run, then the slot of its run (not part of the order: keys never
+/// tie before it).
+type MergeKey = (i64, u32, u32, u32, u32);
 
 /// How many decoded runs may wait ahead of the merge.
 const PREFETCH: usize = 2;
@@ -797,45 +802,52 @@ fn local_files(spec: &str) -> Result<Vec<SourceFile>, HistoryError> {
     Ok(out)
 }
 
-fn store_files(
-    spec: &str,
-    options: &BTreeMap<String, String>,
-    runtime: &tokio::runtime::Runtime,
-) -> Result<Vec<SourceFile>, HistoryError> {
+fn split_glob(spec: &str) -> (&str, Option<&str>) {
     // `s3://bucket/log/date=2026-11-0*/**/*.parquet`: the part before the
     // first glob character's folder is the prefix listed, the rest a
     // pattern on the names below it.
-    let (base, pattern) = match spec.find(['*', '?', '[']) {
+    match spec.find(['*', '?', '[']) {
         Some(i) => {
             let cut = spec[..i].rfind('/').map_or(0, |j| j + 1);
             (&spec[..cut], Some(&spec[cut..]))
         }
         None => (spec, None),
+    }
+}
+
+fn store_files(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &StorePath,
+    display: &str,
+    pattern: Option<&str>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<SourceFile>, HistoryError> {
+    let spec = match pattern {
+        Some(p) => format!("{}/{p}", display.trim_end_matches('/')),
+        None => display.to_owned(),
     };
-    let location = Location::parse(base, options)?;
-    let LocationKind::Store { store, prefix } = location.kind else {
-        return local_files(spec);
-    };
+    let prefix = prefix.clone();
+    let base = display;
     let pattern =
         pattern
             .map(glob::Pattern::new)
             .transpose()
             .map_err(|e| HistoryError::BadGlob {
-                spec: spec.to_owned(),
+                spec: spec.clone(),
                 reason: e.to_string(),
             })?;
     let display_root = base.trim_end_matches('/');
     let listed: Vec<object_store::ObjectMeta> = runtime
         .block_on(async {
             // A URL that names one object is that object.
-            if pattern.is_none() {
-                if let Ok(meta) = store.head(&prefix).await {
-                    return Ok(vec![meta]);
-                }
+            if pattern.is_none()
+                && let Ok(meta) = store.head(&prefix).await
+            {
+                return Ok(vec![meta]);
             }
             store.list(Some(&prefix)).try_collect().await
         })
-        .map_err(|e| HistoryError::store(spec, e))?;
+        .map_err(|e| HistoryError::store(&spec, e))?;
     let opts = glob::MatchOptions {
         require_literal_separator: true,
         ..Default::default()
@@ -857,10 +869,10 @@ fn store_files(
         if hidden(&rel) {
             continue;
         }
-        if let Some(p) = &pattern {
-            if !p.matches_with(&rel, opts) {
-                continue;
-            }
+        if let Some(p) = &pattern
+            && !p.matches_with(&rel, opts)
+        {
+            continue;
         }
         let format = match format_of(&rel) {
             Some(f) => f,
@@ -1010,40 +1022,67 @@ impl HistoryReader {
     /// Every Parquet footer is read and checked here, so a file that is not
     /// a decision log fails now, before any event is handed out.
     pub fn open(spec: &str, options: &ReaderOptions) -> Result<HistoryReader, HistoryError> {
-        if let (Some(from), Some(to)) = (options.from_ms, options.to_ms) {
-            if from >= to {
-                return Err(HistoryError::BadRange {
-                    from: verdict_core::time::format_rfc3339_ms(from),
-                    to: verdict_core::time::format_rfc3339_ms(to),
-                });
+        if spec.contains("://") {
+            let (base, pattern) = split_glob(spec);
+            let location = Location::parse(base, &options.options)?;
+            if let LocationKind::Local(dir) = &location.kind {
+                let local = match pattern {
+                    Some(p) => format!("{}/{p}", dir.display()),
+                    None => dir.display().to_string(),
+                };
+                return HistoryReader::open_at(&Location::local(local), None, options);
             }
+            return HistoryReader::open_at(&location, pattern, options);
         }
-        let is_url = spec.contains("://") && !spec.starts_with("file://");
-        let runtime = if is_url {
-            Some(Arc::new(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("history-read")
-                    .enable_all()
-                    .build()
-                    .map_err(|e| {
-                        HistoryError::Internal(format!("cannot start the read runtime: {e}"))
-                    })?,
-            ))
-        } else {
-            None
-        };
-        let mut files = match &runtime {
-            Some(rt) => store_files(spec, &options.options, rt)?,
-            None => {
-                let local = spec.strip_prefix("file://").unwrap_or(spec);
-                local_files(local)?
+        HistoryReader::open_at(&Location::local(spec), None, options)
+    }
+
+    /// Opens a history at a location built by the caller, with an optional
+    /// glob on the names below it (`date=2026-11-2*/**/*.parquet`). A local
+    /// location is a file, a folder or a glob itself.
+    pub fn open_at(
+        location: &Location,
+        pattern: Option<&str>,
+        options: &ReaderOptions,
+    ) -> Result<HistoryReader, HistoryError> {
+        if let (Some(from), Some(to)) = (options.from_ms, options.to_ms)
+            && from >= to
+        {
+            return Err(HistoryError::BadRange {
+                from: verdict_core::time::format_rfc3339_ms(from),
+                to: verdict_core::time::format_rfc3339_ms(to),
+            });
+        }
+        let (mut files, runtime, spec) = match &location.kind {
+            LocationKind::Local(path) => {
+                let spec = match pattern {
+                    Some(p) => format!("{}/{p}", path.display()),
+                    None => path.display().to_string(),
+                };
+                (local_files(&spec)?, None, spec)
+            }
+            LocationKind::Store { store, prefix } => {
+                let rt = Arc::new(
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name("history-read")
+                        .enable_all()
+                        .build()
+                        .map_err(|e| {
+                            HistoryError::Internal(format!("cannot start the read runtime: {e}"))
+                        })?,
+                );
+                let display = location.to_string();
+                let files = store_files(store, prefix, &display, pattern, &rt)?;
+                let spec = match pattern {
+                    Some(p) => format!("{display}/{p}"),
+                    None => display,
+                };
+                (files, Some(rt), spec)
             }
         };
         if files.is_empty() {
-            return Err(HistoryError::NoFiles {
-                spec: spec.to_owned(),
-            });
+            return Err(HistoryError::NoFiles { spec });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         let mut runs = Vec::new();
@@ -1207,11 +1246,11 @@ impl HistoryReader {
         self.next_run += 1;
         if run.skipped > 0 {
             self.stats.skipped += run.skipped;
-            if self.stats.first_skipped.is_none() {
-                if let Some((line, reason)) = &run.first_skipped {
-                    self.stats.first_skipped =
-                        Some(format!("{}:{line}: {reason}", self.files[run.file].name));
-                }
+            if self.stats.first_skipped.is_none()
+                && let Some((line, reason)) = &run.first_skipped
+            {
+                self.stats.first_skipped =
+                    Some(format!("{}:{line}: {reason}", self.files[run.file].name));
             }
         }
         if run.len == 0 {

@@ -2,6 +2,8 @@
 //! number, so that every test can say what it expects back.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +36,15 @@ impl Record {
 pub fn record(i: u64, ts_ms: i64, decided_ms: i64, pad: usize) -> Record {
     let id = format!("e-{i:08}");
     let ts = T0 + ts_ms;
+    // xorshift: filler that compresses about as well as hex of random
+    // bytes, so that a test can make files of the size it needs.
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let filler: String = (0..pad)
-        .map(|k| {
-            char::from(
-                b"0123456789abcdef"[((i * 31 + k as u64 * 17) ^ (k as u64 >> 3)) as usize % 16],
-            )
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"0123456789abcdef"[(x % 16) as usize])
         })
         .collect();
     let event = format!(
@@ -64,7 +70,7 @@ pub fn record(i: u64, ts_ms: i64, decided_ms: i64, pad: usize) -> Record {
             },
         ]
     };
-    let shadow_hits = if i % 4 == 0 {
+    let shadow_hits = if i.is_multiple_of(4) {
         vec![Hit {
             rule: Arc::from("shadow_rule"),
             action: Action::Deny,
@@ -80,12 +86,12 @@ pub fn record(i: u64, ts_ms: i64, decided_ms: i64, pad: usize) -> Record {
         shadow_hits,
         scores: Scores(vec![(Arc::from("fraud_score"), (i % 100) as f64 / 100.0)]),
         ruleset_version: Arc::from("rs-0000abcd"),
-        model_version: if i % 2 == 0 {
+        model_version: if i.is_multiple_of(2) {
             Some(Arc::from("gbt-1"))
         } else {
             None
         },
-        degraded: i % 7 == 0,
+        degraded: i.is_multiple_of(7),
         latency_us: 100 + i,
         decided_at: T0 + decided_ms,
     };
@@ -177,4 +183,42 @@ pub fn parquet_files(dir: &std::path::Path) -> Vec<String> {
     out.retain(|f| f.ends_with(".parquet"));
     out.sort();
     out
+}
+
+/// Writes record after record until the process is killed (the child of
+/// the kill tests).
+pub fn write_until_killed(config: &WriterConfig, pad: usize) -> ! {
+    let w = HistoryWriter::start(config).expect("writer starts");
+    let mut i = 0u64;
+    loop {
+        let r = record(i, i as i64, i as i64, pad);
+        while !w.try_log(&r.entry()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        i += 1;
+    }
+}
+
+/// Runs this test binary's test `name` alone in a child process, with
+/// `env` set.
+pub fn spawn_self(name: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads", "1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null());
+    cmd.spawn().expect("the test binary starts again")
+}
+
+/// Waits until `ready` holds, for at most two minutes.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
