@@ -16,6 +16,7 @@
 //!   `demo` share);
 //! - [`cli`]: the commands.
 
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -25,6 +25,9 @@ enum Command {
     /// Decide a JSON-lines file of events, in order, writing decisions and
     /// dead letters.
     Replay(cli::replay::ReplayArgs),
+    /// Compare a candidate rule set with a baseline over past traffic (a
+    /// decision log or event files): outcome matrix, rules, labels, money.
+    Backtest(Box<cli::backtest::BacktestArgs>),
     /// Generate labelled synthetic traffic (or its profile table).
     Gen(gen_cli::GenArgs),
     /// Consume events from Kafka, decide them and produce decisions and dead
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Replay(args) => cli::replay::run(args),
+        Command::Backtest(args) => cli::backtest::run(*args),
         Command::Gen(args) => gen_cli::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Demo(args) => cli::demo::run(args),

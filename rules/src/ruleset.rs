@@ -26,6 +26,11 @@ pub struct Rule {
     pub reason: Arc<str>,
     /// Position in the rule set (file-name order, then file order).
     pub order: usize,
+    /// A hash of what the rule says: its condition (as printed, so
+    /// spacing and comments do not count), action, priority, shadow flag
+    /// and reason. Two rules of one name and different fingerprints are a
+    /// changed rule.
+    pub fingerprint: u64,
     /// The condition's root in the rule set's program.
     cond: Id,
 }
@@ -364,17 +369,23 @@ fn compile_rule(
         );
         return None;
     }
+    let printed = r.cond.to_string();
+    let reason = r.reason.clone().unwrap_or_else(|| printed.clone());
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same in every run and build.
+        let mut h = std::hash::DefaultHasher::new();
+        (&printed, r.action.as_str(), r.priority, r.shadow, &reason).hash(&mut h);
+        h.finish()
+    };
     Some(Rule {
         name: r.name.as_str().into(),
         action: r.action,
         priority: r.priority,
         shadow: r.shadow,
-        reason: r
-            .reason
-            .clone()
-            .unwrap_or_else(|| r.cond.to_string())
-            .into(),
+        reason: reason.into(),
         order,
+        fingerprint,
         cond: builder.add(&cond),
     })
 }

@@ -1,6 +1,7 @@
 //! The `verdict` commands, one module each: what a user types, turned into
 //! calls of the library. No decision logic lives here.
 
+pub mod backtest;
 pub mod demo;
 pub mod features;
 pub mod model;

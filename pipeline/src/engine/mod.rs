@@ -586,6 +586,15 @@ impl Engine {
     }
 
     /// The version of the serving champion model, if one is loaded.
+    /// The champion's output names, in the order it scores them (none
+    /// without a serving model).
+    pub fn model_outputs(&self) -> Vec<Arc<str>> {
+        match &self.model {
+            ModelStage::Loaded { models, .. } => models.champion().output_names().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn model_version(&self) -> Option<Arc<str>> {
         match &self.model {
             ModelStage::Loaded { models, .. } => Some(models.champion().version()),
@@ -646,6 +655,50 @@ impl Engine {
     }
 
     /// The version of the serving rule set ("none" without rules).
+    /// The rule set serving now, if rules are configured.
+    pub fn serving_rules(&self) -> Option<Arc<RuleSet>> {
+        self.rules.as_ref().map(|r| r.live.load_full())
+    }
+
+    /// For backtests: scores a prepared event once, then evaluates each
+    /// rule set of `sets` into the matching `out` on the very same record
+    /// (event, point-in-time features, model outputs), so that the sides
+    /// of a comparison differ only by their rules. Returns the model's
+    /// outcome (none without a model).
+    pub async fn evaluate_sides(
+        &self,
+        prepared: &Prepared,
+        sets: &[&RuleSet],
+        out: &mut [Evaluation],
+    ) -> Option<ModelOutcome> {
+        let outcome = match &self.model {
+            ModelStage::Loaded { models, .. } => Some(
+                models
+                    .score(&Record {
+                        event: prepared.event.values(),
+                        features: &prepared.features,
+                        model: &[],
+                    })
+                    .await,
+            ),
+            _ => None,
+        };
+        let mut model: smallvec::SmallVec<[verdict_core::Value; 4]> =
+            smallvec::smallvec![verdict_core::Value::Missing; self.model_slots];
+        if let Some(o) = &outcome {
+            o.write_slots(&mut model);
+        }
+        let record = Record {
+            event: prepared.event.values(),
+            features: &prepared.features,
+            model: &model,
+        };
+        for (set, eval) in sets.iter().zip(out.iter_mut()) {
+            set.evaluate(&record, eval);
+        }
+        outcome
+    }
+
     pub fn ruleset_version(&self) -> Arc<str> {
         match &self.rules {
             Some(r) => r.live.load().version().clone(),
