@@ -312,6 +312,7 @@ fn with_pipeline<T>(brokers: &str, body: impl FnOnce(&AtomicBool) -> T) -> T {
     engine.attach_metrics(metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let pipeline = Pipeline {
+        history: None,
         engine,
         metrics: metrics.clone(),
         kafka: config.kafka.clone(),

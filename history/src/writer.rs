@@ -46,7 +46,7 @@ use crate::schema::{
 
 /// How the decision log is written. Every field has a default except
 /// `location` and `instance`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriterConfig {
     /// Where the log goes: a folder, or `s3://bucket/prefix`,

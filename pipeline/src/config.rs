@@ -35,6 +35,11 @@ pub struct Config {
     /// always missing.
     #[serde(default)]
     pub model: Option<verdict_models::ModelConfig>,
+    /// The decision log: every decided event with its decision, archived
+    /// to rolling Parquet files for backtests (`[history] location`,
+    /// `instance`; see `verdict_history::WriterConfig`). Off without it.
+    #[serde(default)]
+    pub history: Option<verdict_history::WriterConfig>,
     /// The folder the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,

@@ -70,13 +70,16 @@ pub async fn replay(
     let started = Instant::now();
     let mut last_progress = started;
     let mut window = Window::new(WINDOW);
+    let mut json = Vec::with_capacity(1024);
     let mut write = |summary: &mut ReplaySummary, output: Output| -> Result<()> {
         match output {
             Output::Decision(decided) => {
                 summary.decisions += 1;
                 summary.by_outcome[outcome_index(decided.decision.decision)] += 1;
-                serde_json::to_writer(&mut *decisions, &decided.decision)?;
-                decisions.write_all(b"\n")?;
+                json.clear();
+                decided.decision.write_json(&mut json);
+                json.push(b'\n');
+                decisions.write_all(&json)?;
             }
             Output::DeadLetter(rejected) => {
                 summary.dead_letters += 1;

@@ -37,6 +37,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     consumer_lag: IntGaugeVec,
     rule_hits: IntCounterVec,
+    history_dropped: IntCounter,
     /// Each rule name's counter, by the address of the name's `Arc`.
     rule_counters: ArcSwap<HashMap<usize, (Arc<str>, IntCounter)>>,
     model_batch: Histogram,
@@ -194,6 +195,12 @@ impl Metrics {
              decided (past the drain bound); the partition's next owner decides those events.",
         )
         .expect("valid metric");
+        let history_dropped = IntCounter::new(
+            "verdict_history_dropped_total",
+            "Decisions not archived to the decision log because its writer had fallen behind \
+             (deciding never waits for it).",
+        )
+        .expect("valid metric");
         let resumed = IntCounter::new(
             "verdict_resumed_events_total",
             "Events of a newly assigned partition whose output was already on the output \
@@ -207,6 +214,7 @@ impl Metrics {
             Box::new(rebalances.clone()),
             Box::new(in_rebalance.clone()),
             Box::new(outputs_dropped.clone()),
+            Box::new(history_dropped.clone()),
             Box::new(feature_replayed.clone()),
             Box::new(model_errors.clone()),
             Box::new(degraded.clone()),
@@ -250,6 +258,7 @@ impl Metrics {
             in_flight,
             consumer_lag,
             rule_hits,
+            history_dropped,
             rule_counters: Default::default(),
             model_batch,
             model_timeouts,
@@ -287,6 +296,11 @@ impl Metrics {
     /// A lane's part in a rebalance: `assign` or `revoke`.
     pub fn rebalance(&self, kind: &str) {
         self.rebalances.with_label_values(&[kind]).inc();
+    }
+
+    /// A decision the decision log had no room for (it fell behind).
+    pub fn history_dropped(&self) {
+        self.history_dropped.inc();
     }
 
     /// An output dropped because its partition was revoked.

@@ -22,6 +22,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     /// `/readyz`: set by the pipeline while it can decide.
     pub ready: Arc<AtomicBool>,
+    /// The decision log's writer, when `[history]` is configured.
+    history: std::sync::Mutex<Option<verdict_history::HistoryWriter>>,
 }
 
 impl Service {
@@ -31,7 +33,21 @@ impl Service {
         let engine = Arc::new(Engine::load_vetted(config, exe)?);
         let metrics = Arc::new(Metrics::new());
         engine.attach_metrics(metrics.clone());
+        let history = match &config.history {
+            Some(h) => {
+                let writer = verdict_history::HistoryWriter::start(h)
+                    .with_context(|| format!("cannot start the decision log at {}", h.location))?;
+                tracing::info!(
+                    location = %h.location,
+                    instance = %h.instance,
+                    "archiving every decision to the decision log"
+                );
+                Some(writer)
+            }
+            None => None,
+        };
         Ok(Service {
+            history: std::sync::Mutex::new(history),
             engine,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
@@ -41,10 +57,38 @@ impl Service {
     /// The Kafka pipeline over this engine.
     pub fn pipeline(&self, kafka: KafkaConfig) -> Pipeline {
         Pipeline {
+            history: self
+                .history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|w| w.logger()),
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
             kafka,
             ready: self.ready.clone(),
+        }
+    }
+
+    /// Closes the decision log, writing its last file, within `timeout`.
+    /// Blocking: call it off the async workers (or after the runtime).
+    pub fn close_history(&self, timeout: Duration) {
+        let writer = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            match writer.close(timeout) {
+                Ok(stats) => tracing::info!(
+                    written = stats.written,
+                    dropped = stats.dropped,
+                    lost = stats.lost,
+                    files = stats.files,
+                    "decision log closed"
+                ),
+                Err(e) => tracing::error!("the decision log did not close cleanly: {e}"),
+            }
         }
     }
 

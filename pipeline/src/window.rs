@@ -121,6 +121,7 @@ mod tests {
 
     fn decided(id: &str) -> Decided {
         Decided {
+            timestamp_ms: 0,
             decision: Decision {
                 event_id: id.into(),
                 decision: Action::Approve,

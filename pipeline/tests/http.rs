@@ -43,6 +43,7 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
                 "/../models/fraud-gbt.manifest.toml"
             ))
         }),
+        history: None,
         base: Default::default(),
     };
     let metrics = Arc::new(Metrics::new());

@@ -66,6 +66,7 @@ fn config(brokers: &str) -> Config {
             env!("CARGO_MANIFEST_DIR"),
             "/../models/fraud-gbt.manifest.toml"
         ))),
+        history: None,
         base: Default::default(),
     }
 }
@@ -232,6 +233,7 @@ fn pipeline(brokers: &str, metrics: Arc<Metrics>) -> Pipeline {
 
 fn pipeline_of(config: &Config, metrics: Arc<Metrics>) -> Pipeline {
     Pipeline {
+        history: None,
         engine: Arc::new(Engine::load(config).unwrap()),
         metrics,
         kafka: config.kafka.clone(),
@@ -581,6 +583,7 @@ async fn run_until_decided(
 ) -> (Arc<Engine>, std::collections::BTreeMap<String, i64>) {
     let engine = Arc::new(Engine::load(config).unwrap());
     let pipeline = Pipeline {
+        history: None,
         engine: engine.clone(),
         metrics: Arc::new(Metrics::new()),
         kafka: config.kafka.clone(),

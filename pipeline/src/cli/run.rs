@@ -77,7 +77,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let service = Service::load(&config, &std::env::current_exe()?)?;
     let pipeline = service.pipeline(config.kafka.clone());
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         service.serve_http(&config).await?;
         service.start_reporters();
@@ -86,6 +86,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         // Every event up to the committed positions is in the store: a
         // restart restores this and resumes from those offsets.
         service.engine.snapshot_features(&positions)
-    })?;
+    });
+    // Whatever ended the pipeline, the decision log's last file is
+    // completed (or, past the timeout, its records counted as lost).
+    drop(pipeline);
+    service.close_history(std::time::Duration::from_millis(
+        config.kafka.shutdown_timeout_ms.max(5_000),
+    ));
+    result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -91,6 +91,8 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Decided {
     pub decision: Decision,
+    /// The event's time, ms since the epoch (for the decision log).
+    pub timestamp_ms: i64,
     /// The event's `user_id` (the output key), when it has one.
     pub key: Option<Arc<str>>,
     pub timings: StageTimings,
@@ -830,6 +832,7 @@ impl Engine {
                 decision.decided_at = verdict_core::time::now_ms();
                 return Decided {
                     key: self.output_key(&prepared.event),
+                    timestamp_ms: prepared.event.timestamp_ms(),
                     decision,
                     timings: prepared.timings,
                 };
@@ -1021,6 +1024,7 @@ impl Engine {
             self.first.record(slot, hash, &decision);
         }
         Decided {
+            timestamp_ms: event.timestamp_ms(),
             decision,
             key,
             timings,

@@ -60,6 +60,8 @@ pub struct Lane {
     /// leaving does not rebalance the others out of their last commit.
     pub finished: Arc<tokio::sync::Barrier>,
     pub kafka_thread: std::thread::JoinHandle<()>,
+    /// Where every decision is archived with its event, if anywhere.
+    pub history: Option<verdict_history::HistoryLogger>,
 }
 
 /// What the window carries for each event.
@@ -69,6 +71,8 @@ struct Tag {
     epoch: Epoch,
     /// The message key, kept only for a dead letter (keyed by it).
     key: Option<Box<[u8]>>,
+    /// The event's bytes, kept only for the decision log.
+    event: Option<Box<[u8]>>,
 }
 
 /// The lane's state besides the window.
@@ -91,6 +95,8 @@ struct State {
     /// Per partition, the offsets ahead whose output is already on the
     /// topics (ascending); empty for almost every partition.
     already_decided: std::collections::HashMap<i32, std::collections::VecDeque<i64>>,
+    /// The decision log, if one is kept.
+    history: Option<verdict_history::HistoryLogger>,
 }
 
 impl Lane {
@@ -112,6 +118,7 @@ impl Lane {
             recycle,
             finished,
             kafka_thread,
+            history,
         } = self;
         let engine = &*engine;
         let k = kafka.clone();
@@ -128,6 +135,7 @@ impl Lane {
             outputs,
             input_header: Vec::with_capacity(24),
             already_decided: Default::default(),
+            history,
         };
         let mut window = Window::new(k.max_in_flight);
         let max_in_flight = k.max_in_flight.max(1);
@@ -214,7 +222,9 @@ impl Lane {
                                     )
                                     .map(|p| engine.finish(p));
                                 let key = prepared.is_err().then(|| batch.key(m).into());
-                                window.push(Tag { partition, offset, epoch, key }, prepared);
+                                let event = (prepared.is_ok() && state.history.is_some())
+                                    .then(|| batch.payload(m).into());
+                                window.push(Tag { partition, offset, epoch, key, event }, prepared);
                             }
                             // Nothing more to read now: score what waits here
                             // rather than wait for the scoring thread.
@@ -327,9 +337,26 @@ impl State {
         self.out.clear();
         let (topic, key, partitions): (&str, &[u8], i32) = match &output {
             Output::Decision(decided) => {
-                serde_json::to_writer(&mut self.out, &decided.decision)
-                    .context("serialising a decision")?;
+                // Byte for byte serde_json's output, built without
+                // serde's machinery (core's tests compare the two).
+                decided.decision.write_json(&mut self.out);
                 decided.count(&self.metrics);
+                if let (Some(log), Some(event)) = (&self.history, &tag.event) {
+                    let position = Position::Kafka {
+                        topic: k.events_topic.clone(),
+                        partition: tag.partition,
+                        offset: tag.offset,
+                    };
+                    let logged = log.try_log(&verdict_history::LogEntry {
+                        event,
+                        timestamp_ms: decided.timestamp_ms,
+                        decision: &decided.decision,
+                        position: Some(&position),
+                    });
+                    if !logged {
+                        self.metrics.history_dropped();
+                    }
+                }
                 (
                     &k.decisions_topic,
                     decided.key.as_deref().unwrap_or("").as_bytes(),

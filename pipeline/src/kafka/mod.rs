@@ -140,6 +140,8 @@ pub struct Pipeline {
     /// Set while every lane holds an assignment with its features caught
     /// up and every configured stage is serving (`/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// Where every decision is archived, if anywhere.
+    pub history: Option<verdict_history::HistoryLogger>,
 }
 
 impl Pipeline {
@@ -219,6 +221,7 @@ impl Pipeline {
                 recycle,
                 finished: finished.clone(),
                 kafka_thread: thread.handle,
+                history: self.history.clone(),
             };
             let stop = stop.clone();
             tasks.spawn(async move { lane.run(stop).await });
