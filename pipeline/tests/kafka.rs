@@ -825,7 +825,8 @@ async fn a_slow_broker_during_a_rebalance_stalls_neither_http_nor_the_other_lane
     let answered_inside = in_rebalance() >= 1.0;
     // And events go on being decided by the lane that is not waiting.
     let mut decided_inside = false;
-    while in_rebalance() >= 1.0 {
+    let until = Instant::now() + Duration::from_secs(60);
+    while in_rebalance() >= 1.0 && Instant::now() < until {
         if metric(&metrics.render(), "verdict_decisions_total") > decided_before + 1.0 {
             decided_inside = true;
             break;
@@ -841,8 +842,19 @@ async fn a_slow_broker_during_a_rebalance_stalls_neither_http_nor_the_other_lane
         .unwrap();
     stop_a.store(true, Ordering::Relaxed);
     stop_b.store(true, Ordering::Relaxed);
-    a_task.await.unwrap().unwrap();
-    b_task.await.unwrap().unwrap();
+    // Bounded, so that a lane that never finishes fails the test with
+    // its name rather than hold the suite.
+    let finish = Duration::from_secs(120);
+    tokio::time::timeout(finish, a_task)
+        .await
+        .expect("instance A did not stop within 2 minutes of its stop")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(finish, b_task)
+        .await
+        .expect("instance B did not stop within 2 minutes of its stop")
+        .unwrap()
+        .unwrap();
     assert!(
         answered_inside,
         "the HTTP answer came only after the rebalance callback ended"
