@@ -708,6 +708,14 @@ impl Context {
     }
 
     fn count_partitions(&self, consumer: &BaseConsumer<Context>) {
+        if self.closing.load(Ordering::Relaxed) {
+            // Inside the consumer's close (its last revoke): asking
+            // librdkafka for the assignment waits on its main thread, which
+            // is busy closing this consumer — it would never answer. Nothing
+            // is assigned any more.
+            self.setup.status.partitions.store(0, Ordering::Relaxed);
+            return;
+        }
         let n = consumer.assignment().map_or(0, |a| a.count());
         self.setup.status.partitions.store(n, Ordering::Relaxed);
     }
