@@ -192,6 +192,9 @@ fn verdict_run(brokers: &str, exactly_once: bool, log: &std::path::Path) -> Guar
         .env("VERDICT_KAFKA__BROKERS", brokers)
         .env("VERDICT_HTTP__LISTEN", "127.0.0.1:0")
         .env("VERDICT_KAFKA__LANES", "2")
+        // Explanations (exact TreeSHAP on every review and deny) cost a
+        // debug build milliseconds each; these tests are about delivery.
+        .env("VERDICT_MODEL__EXPLAIN__TOP", "0")
         .env("VERDICT_KAFKA__COMMIT_INTERVAL_MS", "200")
         .env(
             "VERDICT_KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",

@@ -136,6 +136,9 @@ fn start_verdict(brokers: &str, properties: &[(&str, &str)], log: &Path) -> Verd
         .args(["run", "--config", "verdict.toml"])
         .env("VERDICT_KAFKA__BROKERS", brokers)
         .env("VERDICT_KAFKA__LANES", "2")
+        // Explanations (exact TreeSHAP on every review and deny) cost a
+        // debug build milliseconds each; these tests are about delivery.
+        .env("VERDICT_MODEL__EXPLAIN__TOP", "0")
         .env("VERDICT_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info,verdict=debug")
         .stderr(std::fs::File::create(log).expect("create the log file"));
