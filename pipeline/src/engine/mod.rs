@@ -685,11 +685,7 @@ impl Engine {
             ),
             _ => None,
         };
-        let mut model: smallvec::SmallVec<[verdict_core::Value; 4]> =
-            smallvec::smallvec![verdict_core::Value::Missing; self.model_slots];
-        if let Some(o) = &outcome {
-            o.write_slots(&mut model);
-        }
+        let model = self.model_values(outcome.as_ref());
         let record = Record {
             event: prepared.event.values(),
             features: &prepared.features,
@@ -958,6 +954,19 @@ impl Engine {
         }
     }
 
+    /// The model outputs of a record, by model slot (missing without a
+    /// score); on the stack for the usual handful of outputs.
+    fn model_values(
+        &self,
+        outcome: Option<&ModelOutcome>,
+    ) -> smallvec::SmallVec<[verdict_core::Value; 4]> {
+        let mut model = smallvec::smallvec![verdict_core::Value::Missing; self.model_slots];
+        if let Some(o) = outcome {
+            o.write_slots(&mut model);
+        }
+        model
+    }
+
     /// The rules and the decision record: synchronous, no I/O.
     fn conclude(&self, prepared: Prepared, outcome: Option<ModelOutcome>) -> Decided {
         let Prepared {
@@ -973,12 +982,7 @@ impl Engine {
             ModelStage::Unavailable => true,
             ModelStage::Loaded { .. } => outcome.as_ref().is_none_or(|o| o.degraded),
         };
-        // On the stack for the usual handful of model outputs.
-        let mut model: smallvec::SmallVec<[verdict_core::Value; 4]> =
-            smallvec::smallvec![verdict_core::Value::Missing; self.model_slots];
-        if let Some(o) = &outcome {
-            o.write_slots(&mut model);
-        }
+        let model = self.model_values(outcome.as_ref());
         let key = self.output_key(&event);
         let started = Instant::now();
         // Hits are moved into the decision: no buffer is kept, and a
