@@ -54,11 +54,19 @@ fn try_log_allocates_nothing_once_warm() {
     let w = HistoryWriter::start(&cfg).unwrap();
     let logger = w.logger();
     let recs = common::records(2000);
-    // Warm up on the very records measured below, several times round the
-    // queue, so that every slot has held a record as large as any of them
-    // (ids grow a digit at e-1000: warming on the first thousand alone
-    // would leave slots to grow, depending on how far the writer lags).
-    for r in recs[1000..].iter().cycle().take(4000) {
+    // Warm up on the very records measured below, in a scrambled order:
+    // the slots go round in a fixed cycle (64 of them), so records taken in
+    // order would give each slot the same `i % 4` every time, and a slot
+    // that never held a record with a shadow hit would grow on its first.
+    // Scrambled, every slot holds every shape of record before measuring.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let warm = std::iter::repeat_with(|| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        &recs[1000 + (state >> 33) as usize % 1000]
+    });
+    for r in warm.take(20_000) {
         while !logger.try_log(&r.entry()) {
             std::thread::yield_now();
         }
