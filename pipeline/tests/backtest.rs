@@ -1,8 +1,9 @@
 //! `verdict backtest` against an independent path: the outcome matrix of a
 //! backtest equals the one made by pairing two `verdict replay` runs (the
-//! baseline's rules and the candidate's) by event id; the same candidate
-//! gives the same report byte for byte; a candidate equal to the baseline
-//! moves nothing.
+//! baseline's rules or model and the candidate's) by event id; the same
+//! candidate gives the same report byte for byte; a candidate equal to the
+//! baseline moves nothing; a candidate model whose outputs the rules do
+//! not read is refused before any event is read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,21 +55,27 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A second model, trained on fewer inputs, giving `fraud_score` too.
+const LGBM: &str = "models/tests/data/lgbm.manifest.toml";
+
 /// Outcome by event id, from `verdict replay` with `rules`.
 fn replayed(dir: &Path, rules: &Path, name: &str) -> HashMap<String, String> {
+    replayed_with(dir, &["--rules", rules.to_str().unwrap()], name)
+}
+
+/// Outcome by event id, from `verdict replay` with `overrides`.
+fn replayed_with(dir: &Path, overrides: &[&str], name: &str) -> HashMap<String, String> {
     let out = dir.join(format!("{name}.jsonl"));
     let dead = dir.join(format!("{name}-dead.jsonl"));
-    verdict(&[
-        "replay",
-        "--input",
-        TRAFFIC,
-        "--rules",
-        rules.to_str().unwrap(),
+    let mut args = vec!["replay", "--input", TRAFFIC];
+    args.extend_from_slice(overrides);
+    args.extend([
         "--output",
         out.to_str().unwrap(),
         "--dead-letter",
         dead.to_str().unwrap(),
     ]);
+    verdict(&args);
     std::fs::read_to_string(out)
         .unwrap()
         .lines()
@@ -83,12 +90,13 @@ fn replayed(dir: &Path, rules: &Path, name: &str) -> HashMap<String, String> {
 }
 
 fn backtest(candidate: &Path, seed: &str) -> serde_json::Value {
-    let out = verdict(&[
-        "backtest",
-        "--history",
-        TRAFFIC,
-        "--candidate-rules",
-        candidate.to_str().unwrap(),
+    backtest_with(&["--candidate-rules", candidate.to_str().unwrap()], seed)
+}
+
+fn backtest_with(candidate: &[&str], seed: &str) -> serde_json::Value {
+    let mut args = vec!["backtest", "--history", TRAFFIC];
+    args.extend_from_slice(candidate);
+    args.extend([
         "--label",
         "label",
         "--skip-invalid",
@@ -97,22 +105,21 @@ fn backtest(candidate: &Path, seed: &str) -> serde_json::Value {
         "--json",
         "-",
     ]);
+    let out = verdict(&args);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn the_matrix_is_two_replays_paired_and_the_report_repeats() {
-    let dir = tempfile::tempdir().unwrap();
-    let candidate = candidate(dir.path());
-    let base = replayed(dir.path(), &root().join("examples/rules"), "base");
-    let cand = replayed(dir.path(), &candidate, "cand");
+/// The matrix cells of a report against outcomes paired by event id.
+fn assert_matrix_is_paired(
+    report: &serde_json::Value,
+    base: &HashMap<String, String>,
+    cand: &HashMap<String, String>,
+) -> HashMap<(String, String), u64> {
     assert_eq!(base.len(), cand.len());
     let mut want: HashMap<(String, String), u64> = HashMap::new();
-    for (id, b) in &base {
+    for (id, b) in base {
         *want.entry((b.clone(), cand[id].clone())).or_default() += 1;
     }
-
-    let report = backtest(&candidate, "7");
     assert_eq!(report["complete"], true, "{report}");
     assert_eq!(report["events"], base.len() as u64);
     for cell in report["matrix"].as_array().unwrap() {
@@ -126,6 +133,17 @@ fn the_matrix_is_two_replays_paired_and_the_report_repeats() {
             "{key:?}"
         );
     }
+    want
+}
+
+#[test]
+fn the_matrix_is_two_replays_paired_and_the_report_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = candidate(dir.path());
+    let base = replayed(dir.path(), &root().join("examples/rules"), "base");
+    let cand = replayed(dir.path(), &candidate, "cand");
+    let report = backtest(&candidate, "7");
+    let want = assert_matrix_is_paired(&report, &base, &cand);
     let moved = want[&("review".to_owned(), "deny".to_owned())];
     assert!(moved > 0, "the lower threshold denies some reviews");
     let rule = report["rules"]
@@ -160,5 +178,60 @@ fn a_candidate_equal_to_the_baseline_moves_nothing() {
             .iter()
             .all(|r| r["status"] == "unchanged"),
         "{report}"
+    );
+}
+
+#[test]
+fn a_candidate_model_is_two_replays_paired() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = replayed_with(dir.path(), &[], "base");
+    let cand = replayed_with(dir.path(), &["--model", LGBM], "cand");
+    let report = backtest_with(&["--candidate-model", LGBM], "3");
+    let want = assert_matrix_is_paired(&report, &base, &cand);
+    let changed: u64 = want
+        .iter()
+        .filter(|((b, c), _)| b != c)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(changed > 0, "the other model moves some events: {want:?}");
+    assert_eq!(report["candidate"]["model_version"], "lgbm-1", "{report}");
+    assert_ne!(report["baseline"]["model_version"], "lgbm-1", "{report}");
+    // The rules are the same on both sides: no rule changed.
+    assert!(
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "unchanged"),
+        "{report}"
+    );
+
+    // The same model as baseline and candidate: nothing moves.
+    let same = backtest_with(&["--baseline-model", LGBM, "--candidate-model", LGBM], "3");
+    assert_matrix_is_paired(&same, &cand, &cand);
+}
+
+#[test]
+fn a_candidate_model_with_other_outputs_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .args([
+            "backtest",
+            "--history",
+            TRAFFIC,
+            "--candidate-model",
+            "models/tests/data/lgbm-multi.manifest.toml",
+            "--json",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no report: {:?}", out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`model.low`") && stderr.contains("model.fraud_score"),
+        "{stderr}"
     );
 }

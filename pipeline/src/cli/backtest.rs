@@ -1,24 +1,19 @@
-//! `verdict backtest`: what a candidate rule set would have decided on
-//! past traffic, beside what was decided (see [`crate::backtest`]).
+//! `verdict backtest`: what a candidate rule set or model would have
+//! decided on past traffic, beside what was decided (see [`crate::backtest`]).
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use verdict_backtest::{
-    Chargebacks, LabelField, LabelRule, ReportBuilder, ReportOptions, SideOptions, render,
-};
-use verdict_history::{HistoryReader, OnInvalid, ReaderOptions};
-use verdict_rules::RuleSet;
+use verdict_backtest::{LabelRule, Progress, render};
 
-use crate::backtest::{self, Labels, Sides};
+use crate::backtest::{Job, LabelSource, Outcome};
 use crate::config::EngineOverrides;
 use crate::engine::Engine;
 
-/// Compare a candidate rule set with a baseline over past events: the
+/// Compare a candidate rule set or model with a baseline over past events: the
 /// outcome matrix, each rule's hits and unique contribution, catch and
 /// false-positive rates with a label, money moved, and samples of every
 /// changed cell.
@@ -27,10 +22,15 @@ use crate::engine::Engine;
 /// JSON-lines files of events (`verdict gen`'s, say). Every event goes
 /// through the engine once, in time order: its features and model scores
 /// are computed once and both sides decide on them, so the comparison is
-/// exact. The baseline is `--baseline-rules`, else the decisions the log
-/// recorded, else (events without a recorded decision) the configured
-/// rules. No wall-clock deadline applies: the same history and candidate
-/// give the same report on every run.
+/// exact. A side is a rule set and a model: the candidate's are
+/// `--candidate-rules` and `--candidate-model`, each defaulting to the
+/// configured one (give at least one). The baseline is `--baseline-rules`
+/// and/or `--baseline-model` (the configured ones for what is not given),
+/// else the decisions the log recorded, else (events without a recorded
+/// decision) the configured rules and model. A side model must give the
+/// configured model's outputs (`fraud_score`): rules read them by name.
+/// No wall-clock deadline applies: the same history and candidate give the
+/// same report on every run.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct BacktestArgs {
@@ -45,13 +45,20 @@ pub struct BacktestArgs {
     /// Only events before this time (RFC 3339).
     #[arg(long)]
     pub to: Option<String>,
-    /// The candidate rule folder.
+    /// The candidate rule folder (default: the configured rules).
+    #[arg(long, required_unless_present = "candidate_model")]
+    pub candidate_rules: Option<PathBuf>,
+    /// The candidate model's manifest (default: the configured model).
     #[arg(long)]
-    pub candidate_rules: PathBuf,
+    pub candidate_model: Option<PathBuf>,
     /// The baseline rule folder (default: the recorded decisions; for
     /// events without one, the configured rules).
     #[arg(long)]
     pub baseline_rules: Option<PathBuf>,
+    /// The baseline model's manifest (default: the recorded decisions, or
+    /// the configured model with --baseline-rules).
+    #[arg(long)]
+    pub baseline_model: Option<PathBuf>,
     /// The event field that holds the ground truth (`label`).
     #[arg(long)]
     pub label: Option<String>,
@@ -111,107 +118,39 @@ fn time(flag: &str, value: &Option<String>) -> Result<Option<i64>> {
 pub fn run(args: BacktestArgs) -> Result<std::process::ExitCode> {
     let config = args.engine.load()?;
     let engine = Engine::load_for_files(&config, &std::env::current_exe()?)?;
-    let load_rules = |dir: &PathBuf, what: &str| -> Result<Arc<RuleSet>> {
-        RuleSet::load_dir(dir, engine.catalogue())
-            .map(Arc::new)
-            .map_err(|errors| {
-                anyhow::anyhow!(
-                    "the {what} rules in {} do not check:\n{errors}",
-                    dir.display()
-                )
-            })
-    };
-    let candidate = load_rules(&args.candidate_rules, "candidate")?;
-    let baseline = match &args.baseline_rules {
-        Some(dir) => Some(load_rules(dir, "baseline")?),
-        None => None,
-    };
-    let options = ReaderOptions {
+    let job = Job {
+        history: args.history.clone(),
+        store_options: config
+            .history
+            .as_ref()
+            .map(|h| h.options.clone())
+            .unwrap_or_default(),
         from_ms: time("from", &args.from)?,
         to_ms: time("to", &args.to)?,
-        on_invalid: if args.skip_invalid {
-            OnInvalid::Skip
-        } else {
-            OnInvalid::Fail
-        },
-        ..ReaderOptions::default()
-    };
-    let mut reader = HistoryReader::open(&args.history, &options)
-        .with_context(|| format!("cannot read the history {}", args.history))?;
-    // A recorded baseline falls back to the configured rules for events
-    // the log did not decide (plain event files).
-    let first_has_record = reader.files().any(|f| f.ends_with(".parquet"));
-    let baseline = match baseline {
-        Some(b) => Some(b),
-        None if !first_has_record => Some(engine.serving_rules().context(
-            "the history has no recorded decisions: give --baseline-rules, or configure rules",
-        )?),
-        None => None,
-    };
-    let mut labels = match (&args.label, &args.chargebacks) {
-        (Some(field), _) => {
-            let rule = match &args.fraud_values {
-                Some(v) => LabelRule::FraudValues(v.clone()),
-                None => LabelRule::LegitValues(args.legit_values.clone()),
-            };
-            Labels::Field(LabelField::new(field, rule)?)
-        }
-        (None, Some(path)) => Labels::Chargebacks(Chargebacks::load(path)?),
-        (None, None) => Labels::None,
-    };
-    let amount_field = match args.amount.as_deref() {
-        Some("none") => None,
-        Some(f) => match backtest::event_slot(&engine, f) {
-            Some(_) => Some(f.to_owned()),
-            None => bail!("--amount {f}: the event schema has no field `{f}`"),
-        },
-        None => backtest::event_slot(&engine, "amount").map(|_| "amount".to_owned()),
-    };
-    let amount_slot = amount_field
-        .as_deref()
-        .and_then(|f| backtest::event_slot(&engine, f));
-    let score_names: Vec<String> = engine
-        .model_outputs()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let side = |name: String, set: Option<&Arc<RuleSet>>| SideOptions {
-        name,
-        ruleset_version: set.map(|s| s.version().to_string()),
-        model_version: engine.model_version().map(|v| v.to_string()),
-        rules: set.map(|s| backtest::describe(s)),
-        score_names: score_names.clone(),
-    };
-    let report_options = ReportOptions {
-        history: args.history.clone(),
-        from_ms: options.from_ms,
-        to_ms: options.to_ms,
-        baseline: match (&baseline, &args.baseline_rules) {
-            (Some(set), Some(dir)) => side(format!("rules {}", dir.display()), Some(set)),
-            (Some(set), None) => side("the configured rules".into(), Some(set)),
-            (None, _) => SideOptions {
-                name: "recorded decisions".into(),
-                score_names: score_names.clone(),
-                ..SideOptions::default()
+        candidate_rules: args.candidate_rules.clone(),
+        candidate_name: None,
+        candidate_model: args.candidate_model.clone(),
+        baseline_rules: args.baseline_rules.clone(),
+        baseline_model: args.baseline_model.clone(),
+        label: match (&args.label, &args.chargebacks) {
+            (Some(field), _) => LabelSource::Field {
+                field: field.clone(),
+                rule: match &args.fraud_values {
+                    Some(v) => LabelRule::FraudValues(v.clone()),
+                    None => LabelRule::LegitValues(args.legit_values.clone()),
+                },
             },
+            (None, Some(path)) => LabelSource::Chargebacks(path.clone()),
+            (None, None) => LabelSource::None,
         },
-        candidate: side(
-            format!("rules {}", args.candidate_rules.display()),
-            Some(&candidate),
-        ),
-        label: match &labels {
-            Labels::None => None,
-            Labels::Field(f) => Some(f.describe()),
-            Labels::Chargebacks(c) => Some(c.describe()),
-        },
-        amount_field,
-        sample_size: args.samples,
+        amount: args.amount.clone(),
+        samples: args.samples,
         seed: args.seed,
+        skip_invalid: args.skip_invalid,
+        time_limit: None,
     };
-    let mut builder = ReportBuilder::new(report_options)?;
-    let total = reader.rows_hint();
     let started = Instant::now();
-    builder.on_progress(100_000, move |p| {
+    let progress = move |p: Progress, total: u64| {
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let rate = p.events as f64 / secs;
         if total > 0 {
@@ -223,33 +162,25 @@ pub fn run(args: BacktestArgs) -> Result<std::process::ExitCode> {
         } else {
             eprintln!("backtest: {} events, {rate:.0} events/s", p.events);
         }
-    });
-    let sides = Sides {
-        baseline,
-        candidate,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let completion = runtime.block_on(backtest::run(
-        &engine,
-        &mut reader,
-        &sides,
-        &mut labels,
-        amount_slot,
-        &mut builder,
-    ))?;
-    let events = builder.events();
-    let report = builder.finish(completion)?;
-    let secs = started.elapsed().as_secs_f64();
+    let Outcome {
+        report,
+        read,
+        elapsed,
+    } = runtime.block_on(job.run(&engine, progress))?;
+    let secs = elapsed.as_secs_f64();
     eprintln!(
-        "backtest: {events} events compared in {secs:.1} s ({:.0} events/s)",
-        events as f64 / secs.max(1e-9)
+        "backtest: {} events compared in {secs:.1} s ({:.0} events/s)",
+        report.events,
+        report.events as f64 / secs.max(1e-9)
     );
-    if let Some(first) = &reader.stats().first_skipped {
+    if let Some(first) = &read.first_skipped {
         eprintln!(
             "backtest: {} lines passed over, the first at {first}",
-            reader.stats().skipped
+            read.skipped
         );
     }
     let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use verdict_core::{
     Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, RejectionKind,
     Schema, ValueType,
@@ -170,6 +170,40 @@ pub struct Engine {
     /// The `verdict` binary that vets a model file in a child process
     /// before it is loaded here (see [`vetting`]); unset: loaded directly.
     vet_with: Option<PathBuf>,
+}
+
+/// A model loaded for one side of a backtest ([`Engine::load_side_model`]),
+/// scored beside the configured one.
+pub struct SideModel {
+    models: Models,
+}
+
+impl SideModel {
+    /// The version its manifest declares.
+    pub fn version(&self) -> Arc<str> {
+        self.models.champion().version()
+    }
+
+    /// Its output names, in manifest order.
+    pub fn outputs(&self) -> &[Arc<str>] {
+        self.models.champion().output_names()
+    }
+}
+
+/// One side of a backtest: the rules it decides with, and the model whose
+/// outputs those rules read (`None`: the configured model).
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    pub rules: &'a RuleSet,
+    pub model: Option<&'a SideModel>,
+}
+
+fn same_model(a: Option<&SideModel>, b: Option<&SideModel>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
 }
 
 /// Whether the model's per-event deadline applies.
@@ -656,45 +690,92 @@ impl Engine {
         })
     }
 
-    /// The version of the serving rule set ("none" without rules).
     /// The rule set serving now, if rules are configured.
     pub fn serving_rules(&self) -> Option<Arc<RuleSet>> {
         self.rules.as_ref().map(|r| r.live.load_full())
     }
 
-    /// For backtests: scores a prepared event once, then evaluates each
-    /// rule set of `sets` into the matching `out` on the very same record
-    /// (event, point-in-time features, model outputs), so that the sides
-    /// of a comparison differ only by their rules. Returns the model's
-    /// outcome (none without a model).
+    /// Loads the model of `manifest` for one side of a backtest, beside the
+    /// configured one: vetted in a child process first (for an engine that
+    /// vets), with no wall-clock deadline. Rules read model outputs by
+    /// name, so the model must give outputs the configured model gives
+    /// (`fraud_score`); a model with another output is refused, naming it.
+    pub fn load_side_model(&self, manifest: &Path) -> Result<SideModel> {
+        let ort_library = match &self.model {
+            ModelStage::Loaded { ort_library, .. } => ort_library.clone(),
+            _ => None,
+        };
+        if let Some(exe) = &self.vet_with {
+            vet(exe, manifest, ort_library.as_deref())?;
+        }
+        let mut config = ModelConfig::new(manifest.to_path_buf());
+        config.ort_library = ort_library;
+        let mut catalogue = (*self.catalogue).clone();
+        let models = Models::load(
+            &config,
+            &mut catalogue,
+            Arc::new(verdict_models::NoObserver),
+        )
+        .with_context(|| format!("loading the model {}", manifest.display()))?
+        .without_deadline();
+        for name in models.champion().output_names() {
+            let path = format!("model.{name}");
+            let known = self.catalogue.lookup(&path).map(|e| e.slot);
+            if known.is_none() || known != catalogue.lookup(&path).map(|e| e.slot) {
+                let serving = self.model_outputs();
+                bail!(
+                    "the model {} gives `{path}`, which the configured model does not ({}): rules read model outputs by name, so a model compared in a backtest must give the configured model's outputs",
+                    manifest.display(),
+                    if serving.is_empty() {
+                        "it gives none; configure [model] or pass --model".to_owned()
+                    } else {
+                        serving
+                            .iter()
+                            .map(|o| format!("model.{o}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+            }
+        }
+        Ok(SideModel { models })
+    }
+
+    /// For backtests: evaluates each side of `sides` into the matching
+    /// `evals` and `outcomes` on one prepared event — the same event and
+    /// point-in-time features for every side, each side's model outputs
+    /// from its own model (the configured one unless it names another).
+    /// A model two sides share is scored once. Without a model a side's
+    /// outcome is `None`.
     pub async fn evaluate_sides(
         &self,
         prepared: &Prepared,
-        sets: &[&RuleSet],
-        out: &mut [Evaluation],
-    ) -> Option<ModelOutcome> {
-        let outcome = match &self.model {
-            ModelStage::Loaded { models, .. } => Some(
-                models
-                    .score(&Record {
-                        event: prepared.event.values(),
-                        features: &prepared.features,
-                        model: &[],
-                    })
-                    .await,
-            ),
-            _ => None,
-        };
-        let model = self.model_values(outcome.as_ref());
-        let record = Record {
+        sides: &[Side<'_>],
+        evals: &mut [Evaluation],
+        outcomes: &mut [Option<ModelOutcome>],
+    ) {
+        let input = Record {
             event: prepared.event.values(),
             features: &prepared.features,
-            model: &model,
+            model: &[],
         };
-        for (set, eval) in sets.iter().zip(out.iter_mut()) {
-            set.evaluate(&record, eval);
+        for i in 0..sides.len() {
+            let same = (0..i).find(|&j| same_model(sides[j].model, sides[i].model));
+            outcomes[i] = match (same, sides[i].model) {
+                (Some(j), _) => outcomes[j].clone(),
+                (None, Some(side)) => Some(side.models.score(&input).await),
+                (None, None) => match &self.model {
+                    ModelStage::Loaded { models, .. } => Some(models.score(&input).await),
+                    _ => None,
+                },
+            };
+            let model = self.model_values(outcomes[i].as_ref());
+            let record = Record {
+                model: &model,
+                ..input
+            };
+            sides[i].rules.evaluate(&record, &mut evals[i]);
         }
-        outcome
     }
 
     pub fn ruleset_version(&self) -> Arc<str> {
