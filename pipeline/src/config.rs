@@ -348,6 +348,15 @@ pub struct HttpConfig {
     /// `POST /v1/decisions` requests decided at once, at most; more wait
     /// for room.
     pub max_in_flight: usize,
+    /// The bearer token of `POST /v1/backtest` (the admin token is
+    /// accepted too); without either it answers 401.
+    pub analyst_token: Option<Secret>,
+    /// `POST /v1/backtest` bodies (a candidate rule set) larger than this
+    /// are refused (413).
+    pub backtest_max_body_bytes: usize,
+    /// A backtest over HTTP stops after this long, its report marked
+    /// incomplete.
+    pub backtest_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -357,6 +366,9 @@ impl Default for HttpConfig {
             admin_token: None,
             max_body_bytes: 65536,
             max_in_flight: 1024,
+            analyst_token: None,
+            backtest_max_body_bytes: 4 << 20,
+            backtest_timeout_secs: 120,
         }
     }
 }

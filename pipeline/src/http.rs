@@ -2,8 +2,9 @@
 //! the same engine as the Kafka lanes), `POST /v1/explain` (the model's
 //! reasons for one event's score, the event neither decided nor counted),
 //! `/metrics` (Prometheus text),
-//! `/healthz`, `/readyz`, and the admin endpoints guarded by a bearer
-//! token.
+//! `/healthz`, `/readyz`, the admin endpoints guarded by a bearer
+//! token, and `POST /v1/backtest` (see [`backtest`]) guarded by the
+//! analyst's.
 //!
 //! Requests are decided by one task of their own through a
 //! [`Window`](crate::window::Window), like every other source: features are
@@ -29,6 +30,8 @@ use crate::engine::{Engine, NotExplained, Output};
 use crate::metrics::Metrics;
 use crate::window::Window;
 
+pub mod backtest;
+
 /// Everything the endpoints share.
 #[derive(Clone)]
 pub struct AppState {
@@ -45,6 +48,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Requests decided at once, at most.
     pub max_in_flight: usize,
+    /// `POST /v1/backtest`; without it the route answers 503.
+    pub backtest: Option<Arc<backtest::BacktestApi>>,
 }
 
 impl AppState {
@@ -57,6 +62,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             max_body_bytes: 65536,
             max_in_flight: 1,
+            backtest: None,
         }
     }
 }
@@ -92,6 +98,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/decisions", post(decide))
         .route("/v1/explain", post(explain))
+        .route("/v1/backtest", post(backtest::backtest))
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -340,11 +347,7 @@ fn authorised<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<&'a Arc<Engine>,
     else {
         return Err(unauthorised());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.map(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) != Some(true) {
+    if !bearer_matches(headers, token) {
         return Err(unauthorised());
     }
     s.state.engine.as_ref().ok_or_else(|| {
@@ -354,6 +357,17 @@ fn authorised<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<&'a Arc<Engine>,
             "no engine is loaded",
         )
     })
+}
+
+/// Whether the request's bearer token is `token` (compared in constant
+/// time); an empty token matches nothing.
+fn bearer_matches(headers: &HeaderMap, token: impl AsRef<str>) -> bool {
+    let token = token.as_ref();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    !token.is_empty() && given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use crate::config::{Config, KafkaConfig};
 use crate::engine::Engine;
 use crate::http::AppState;
+use crate::http::backtest::BacktestApi;
 use crate::kafka::Pipeline;
 use crate::metrics::Metrics;
 
@@ -106,6 +107,10 @@ impl Service {
             ready: self.ready.clone(),
             max_body_bytes: config.http.max_body_bytes,
             max_in_flight: config.http.max_in_flight,
+            backtest: Some(Arc::new(BacktestApi::from_config(
+                config,
+                std::env::current_exe().context("cannot find the verdict binary")?,
+            ))),
         };
         tokio::spawn(crate::http::serve(listener, state));
         tracing::info!(url = %format!("http://{addr}/metrics"), "serving HTTP");

@@ -60,9 +60,11 @@ fn check_config_accepts_the_shipped_configuration() {
 #[test]
 fn check_config_prints_no_secret() {
     let (token, password) = ("admin-token-3f9c1e", "sasl-password-77ab2d");
+    let analyst = "analyst-token-5d20aa";
     let out = check_config(&[
         ("RUST_LOG", "trace"),
         ("VERDICT_HTTP__ADMIN_TOKEN", token),
+        ("VERDICT_HTTP__ANALYST_TOKEN", analyst),
         (
             "VERDICT_KAFKA__CONSUMER_PROPERTIES__SECURITY.PROTOCOL",
             "SASL_PLAINTEXT",
@@ -88,7 +90,7 @@ fn check_config_prints_no_secret() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("sasl.username"), "the properties are shown: {t}");
     assert!(
-        !t.contains(token) && !t.contains(password),
+        !t.contains(token) && !t.contains(password) && !t.contains(analyst),
         "a secret was printed:\n{t}"
     );
     assert!(t.contains("<redacted>"), "{t}");

@@ -56,6 +56,7 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
         ready: Default::default(),
         max_body_bytes: 4096,
         max_in_flight: 64,
+        backtest: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

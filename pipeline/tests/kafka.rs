@@ -526,6 +526,7 @@ async fn readiness_follows_the_lanes_assignments() {
             ready,
             max_body_bytes: 4096,
             max_in_flight: 4,
+            backtest: None,
         },
     ));
     let readyz = || async move {
@@ -751,6 +752,7 @@ async fn a_slow_broker_during_a_rebalance_stalls_neither_http_nor_the_other_lane
             ready: ready.clone(),
             max_body_bytes: 65536,
             max_in_flight: 64,
+            backtest: None,
         },
     ));
     let until = Instant::now() + Duration::from_secs(60);
