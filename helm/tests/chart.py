@@ -155,6 +155,10 @@ def main():
         not any(e["name"] == "VERDICT_HTTP__ADMIN_TOKEN" for e in container["env"]),
         "no admin token unless one is given",
     )
+    check(
+        not any(e["name"] == "VERDICT_HTTP__ANALYST_TOKEN" for e in container["env"]),
+        "no analyst token unless a Secret is named",
+    )
     check_config(binary, render(local), bundle, {}, "defaults")
 
     # Every option on.
@@ -189,6 +193,7 @@ def main():
         },
         "rules": {"files": rule_files, "mountPath": rules_dir},
         "admin": {"token": "s3cret"},
+        "analyst": {"existingSecret": "verdict-analysts"},
         "persistence": {"enabled": True, "size": "20Gi"},
         "metrics": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     }
@@ -203,6 +208,8 @@ def main():
     check(token == {"name": "risk-verdict-admin", "key": "token"}, f"admin token ref {token}")
     secret = find(objects, "Secret", "-admin")
     check(secret is not None and secret["data"]["token"] == "czNjcmV0", "admin Secret")
+    analyst = env.get("VERDICT_HTTP__ANALYST_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+    check(analyst == {"name": "verdict-analysts", "key": "token"}, f"analyst token ref {analyst}")
     for client in ("CONSUMER", "PRODUCER"):
         name = f"VERDICT_KAFKA__{client}_PROPERTIES__SASL.PASSWORD"
         ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")

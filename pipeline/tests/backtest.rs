@@ -235,3 +235,79 @@ fn a_candidate_model_with_other_outputs_is_refused() {
         "{stderr}"
     );
 }
+
+/// `verdict backtest` that must fail: exit 1, the reason on standard
+/// error, and no report anywhere (standard output empty, no JSON file).
+fn refused(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .arg("backtest")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: no report on stdout");
+    assert!(!json.exists(), "{args:?}: no report file");
+    stderr
+}
+
+#[test]
+fn what_cannot_be_backtested_is_an_error_and_no_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = root().join("examples/rules");
+    let rules = rules.to_str().unwrap();
+
+    // A candidate that does not check: every error, with its place.
+    let broken = dir.path().join("broken");
+    copy_dir(&root().join("examples/rules"), &broken);
+    std::fs::write(
+        broken.join("70-broken.rules"),
+        "rule broken_rule {\n  when event.amount > \"ten\"\n  then deny\n}\n",
+    )
+    .unwrap();
+    let err = refused(&[
+        "--history",
+        TRAFFIC,
+        "--skip-invalid",
+        "--candidate-rules",
+        broken.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("candidate rules") && err.contains("70-broken.rules:2"),
+        "{err}"
+    );
+
+    // A history line that is not an event, without --skip-invalid: the
+    // file and line.
+    let err = refused(&["--history", TRAFFIC, "--candidate-rules", rules]);
+    assert!(err.contains("golden-traffic.jsonl:"), "{err}");
+
+    // A file that claims to be Parquet and is not.
+    let bad = dir.path().join("decisions.parquet");
+    std::fs::write(&bad, b"PAR1 but not really a parquet file").unwrap();
+    let err = refused(&[
+        "--history",
+        bad.to_str().unwrap(),
+        "--candidate-rules",
+        rules,
+    ]);
+    assert!(err.contains("decisions.parquet"), "{err}");
+
+    // A label field no event has.
+    let err = refused(&[
+        "--history",
+        TRAFFIC,
+        "--skip-invalid",
+        "--candidate-rules",
+        rules,
+        "--label",
+        "no_such_field",
+    ]);
+    assert!(err.contains("no_such_field"), "{err}");
+}

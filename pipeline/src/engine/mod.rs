@@ -458,6 +458,13 @@ impl Engine {
         Engine::load_with(config, Some(exe.to_path_buf()), Deadlines::None)
     }
 
+    /// As [`load_for_files`](Self::load_for_files), loading model files in
+    /// this process without a vetting child (benchmarks, which have no
+    /// `verdict` binary beside them).
+    pub fn load_for_files_in_process(config: &Config) -> Result<Engine> {
+        Engine::load_with(config, None, Deadlines::None)
+    }
+
     fn load_with(
         config: &Config,
         vet_with: Option<PathBuf>,
