@@ -109,6 +109,17 @@ fn backtest_with(candidate: &[&str], seed: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn assert_no_rule_changed(report: &serde_json::Value) {
+    assert!(
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "unchanged"),
+        "{report}"
+    );
+}
+
 /// The matrix cells of a report against outcomes paired by event id.
 fn assert_matrix_is_paired(
     report: &serde_json::Value,
@@ -171,14 +182,7 @@ fn a_candidate_equal_to_the_baseline_moves_nothing() {
         .map(|c| c["events"].as_u64().unwrap())
         .sum();
     assert_eq!(diagonal, events);
-    assert!(
-        report["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "unchanged"),
-        "{report}"
-    );
+    assert_no_rule_changed(&report);
 }
 
 #[test]
@@ -197,14 +201,7 @@ fn a_candidate_model_is_two_replays_paired() {
     assert_eq!(report["candidate"]["model_version"], "lgbm-1", "{report}");
     assert_ne!(report["baseline"]["model_version"], "lgbm-1", "{report}");
     // The rules are the same on both sides: no rule changed.
-    assert!(
-        report["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "unchanged"),
-        "{report}"
-    );
+    assert_no_rule_changed(&report);
 
     // The same model as baseline and candidate: nothing moves.
     let same = backtest_with(&["--baseline-model", LGBM, "--candidate-model", LGBM], "3");

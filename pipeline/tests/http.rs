@@ -1,6 +1,8 @@
 //! The HTTP API: one event decided synchronously, bad events answered with
 //! their reason, admin endpoints refused without the bearer token.
 
+mod common;
+
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,27 +87,7 @@ async fn request_typed(
     (status, body)
 }
 
-/// Sends one HTTP/1.0 request; answers (status, body).
-async fn request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
-}
+use common::http_request as request;
 
 const EVENT: &str = r#"{"event_id":"e-1","event_type":"payment","timestamp":"2026-11-24T08:15:30.250Z","user_id":"u_1","amount":5.0}"#;
 

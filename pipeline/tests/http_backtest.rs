@@ -4,13 +4,14 @@
 //! token, for a candidate that does not check, for a body too large or
 //! malformed; stopped at its time limit with the report marked incomplete.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig, Secret};
 use verdict::engine::Engine;
 use verdict::http::AppState;
@@ -92,19 +93,8 @@ async fn start(time_limit: Duration) -> Server {
 
 /// `POST /v1/backtest` with `token`; answers (status, body).
 async fn post(addr: std::net::SocketAddr, token: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "POST /v1/backtest HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
+    common::http_request(addr, "POST", "/v1/backtest", &auth, body).await
 }
 
 /// The example rule folder as request files, the model's deny threshold
