@@ -21,6 +21,8 @@
 
 use smallvec::SmallVec;
 
+use super::compact::{Compact, Each, Sum};
+
 /// Trees walked side by side.
 pub(crate) const LANES: usize = 8;
 
@@ -167,6 +169,10 @@ impl Score {
     }
 }
 
+/// A row laid out twice for the fast walks: on the stack for up to 32
+/// inputs.
+type Doubled = SmallVec<[f32; 64]>;
+
 /// Scores of one row: on the stack for up to 8 outputs.
 pub(crate) type Scores = SmallVec<[Score; 8]>;
 
@@ -203,6 +209,9 @@ pub(crate) struct Ensemble {
     /// The fast walk, when every split is `BRANCH_LEQ` (or every one
     /// `BRANCH_LT`) against a finite threshold: same indices as `nodes`.
     pub fast: Option<(FastMode, Vec<FastNode>)>,
+    /// The fast walk in the compact layout, when the trees are shallow
+    /// enough to pad (then `fast` is `None`).
+    pub compact: Option<Box<Compact>>,
 }
 
 impl Ensemble {
@@ -242,6 +251,12 @@ impl Ensemble {
         }
         self.min_width = min_width;
         self.fast = self.fast_nodes();
+        self.compact = self.fast.as_ref().and_then(|(mode, fast)| {
+            Compact::build(*mode, &self.nodes, fast, &self.trees, 2 * min_width).map(Box::new)
+        });
+        if self.compact.is_some() {
+            self.fast = None;
+        }
         Ok(())
     }
 
@@ -333,6 +348,30 @@ impl Ensemble {
         at
     }
 
+    /// Lays row `x` out twice in `xx` for the fast walks, missing values
+    /// as -inf in the first copy and +inf in the second, padded to at least
+    /// 64 values (for the AVX-512 walk's registers); `false` when a value
+    /// is infinite (the stand-ins would be ambiguous).
+    #[inline(always)]
+    fn double(&self, x: &[f32], xx: &mut Doubled) -> bool {
+        let w = self.min_width;
+        let x = &x[..w];
+        if x.iter().any(|v| v.is_infinite()) {
+            return false;
+        }
+        xx.clear();
+        xx.resize((2 * w).max(64), 0.0);
+        let (lo, hi) = xx.split_at_mut(w);
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(x) {
+            (*l, *h) = if v.is_nan() {
+                (f32::NEG_INFINITY, f32::INFINITY)
+            } else {
+                (v, v)
+            };
+        }
+        true
+    }
+
     /// Calls `each` with every tree's leaf for row `x`, in tree order.
     #[inline(always)]
     pub fn for_each_leaf(&self, x: &[f32], mut each: impl FnMut(u32)) {
@@ -342,20 +381,16 @@ impl Ensemble {
             x.len(),
             self.min_width
         );
-        if let Some((mode, nodes)) = &self.fast
-            && x[..self.min_width].iter().all(|v| !v.is_infinite())
+        let mut xx = Doubled::new();
+        if let Some(c) = &self.compact
+            && self.double(x, &mut xx)
         {
-            let w = self.min_width;
-            let mut xx: SmallVec<[f32; 128]> = SmallVec::from_elem(0.0, 2 * w);
-            for (i, &v) in x[..w].iter().enumerate() {
-                let (lo, hi) = if v.is_nan() {
-                    (f32::NEG_INFINITY, f32::INFINITY)
-                } else {
-                    (v, v)
-                };
-                xx[i] = lo;
-                xx[w + i] = hi;
-            }
+            c.walk(&xx, Each(|slot| each(c.leaves[slot])));
+            return;
+        }
+        if let Some((mode, nodes)) = &self.fast
+            && self.double(x, &mut xx)
+        {
             for group in &self.groups {
                 let leaves = match mode {
                     FastMode::Leq => Self::walk_fast::<false>(nodes, group, &xx),
@@ -379,17 +414,48 @@ impl Ensemble {
         }
     }
 
+    /// Calls `each` with the value (`threshold`) of every tree's leaf for
+    /// row `x`, in tree order: the single-weight path.
+    #[inline(always)]
+    fn for_each_value(&self, x: &[f32], mut each: impl FnMut(f32)) {
+        let mut xx = Doubled::new();
+        if let Some(c) = &self.compact
+            && x.len() >= self.min_width
+            && self.double(x, &mut xx)
+        {
+            c.walk(&xx, Each(|slot| each(c.values[slot])));
+            return;
+        }
+        let nodes = &self.nodes[..];
+        self.for_each_leaf(x, |leaf| each(nodes[leaf as usize].threshold));
+    }
+
+    /// The leaves' values summed in f32, tree after tree.
+    fn sum_values(&self, x: &[f32]) -> f32 {
+        let mut sum = 0f32;
+        self.for_each_value(x, |w| sum += w);
+        sum
+    }
+
     /// The raw per-output scores of row `x` (before base values and the
     /// post-transform), in `scores` (resized to the output count).
     pub fn accumulate(&self, x: &[f32], scores: &mut Scores) {
         scores.clear();
         scores.resize(self.outputs, Score::default());
-        let nodes = &self.nodes[..];
         let one_output = self.outputs == 1;
         match (self.single, self.aggregate) {
             (Some(col), Aggregate::Sum | Aggregate::Average) => {
-                let mut sum = 0f32;
-                self.for_each_leaf(x, |leaf| sum += nodes[leaf as usize].threshold);
+                let mut xx = Doubled::new();
+                let sum = match &self.compact {
+                    Some(c) if x.len() >= self.min_width && self.double(x, &mut xx) => {
+                        let sum = Sum {
+                            values: &c.values,
+                            sum: 0.0,
+                        };
+                        c.walk(&xx, sum).sum
+                    }
+                    _ => self.sum_values(x),
+                };
                 let s = &mut scores[col as usize];
                 s.v = sum;
                 // The one-output sum never marks its score written; the
@@ -398,10 +464,7 @@ impl Ensemble {
             }
             (Some(col), agg @ (Aggregate::Min | Aggregate::Max)) => {
                 let s = &mut scores[col as usize];
-                self.for_each_leaf(x, |leaf| {
-                    let w = nodes[leaf as usize].threshold;
-                    fold_extreme(s, w, agg);
-                });
+                self.for_each_value(x, |w| fold_extreme(s, w, agg));
             }
             (None, agg) => {
                 let ranges = &self.leaf_weights[..];

@@ -1,0 +1,455 @@
+//! The compact layout of a fast-walked ensemble: trees [`WIDE`] at a time,
+//! each padded to a perfect tree of its block's depth, so a node's children
+//! are implicit (`2i + 1` when the split holds, `2i + 2` otherwise) and a
+//! split is 8 bytes (threshold and the slot of the doubled row it reads).
+//!
+//! Block layout: the splits of node `i` of the block's trees lie side by
+//! side (`i * WIDE + lane`), and so do its leaves (`j * WIDE + lane`, `j`
+//! the leaf's place in the last level), so the top levels of 16 trees are a
+//! few cache lines and the walk needs no child indices. A leaf above the
+//! last level is copied into every leaf slot below it, and the splits
+//! below it are placeholders (threshold 0 against slot 0): whichever way
+//! they go, the walk ends at the same leaf.
+//!
+//! The walk runs on AVX-512 (16 trees a level, gathers) when the processor
+//! has it and on scalar code otherwise; both make the same comparisons, so
+//! they reach the same leaves, and the leaves are handed out in tree order
+//! for the caller to sum in the order ONNX Runtime does.
+
+use super::ensemble::{FastMode, FastNode, Node, Tree};
+
+/// Trees a block walks side by side.
+pub(crate) const WIDE: usize = 16;
+
+/// The deepest block the compact layout pads (a perfect tree of this
+/// depth has 1,023 splits); deeper trees take the general fast walk.
+pub(crate) const MAX_DEPTH: u32 = 10;
+
+/// One split: 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub(crate) struct Split {
+    pub threshold: f32,
+    /// The slot of the doubled row compared with `threshold`.
+    pub index: u32,
+}
+
+/// Up to [`WIDE`] consecutive trees, padded to perfect trees of `depth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block {
+    /// Where its `(2^depth - 1) * WIDE` splits start in `splits`.
+    pub splits: usize,
+    /// Where its `2^depth * WIDE` leaf slots start in `leaves`.
+    pub leaves: usize,
+    pub depth: u32,
+    /// Real trees (the other lanes are padding, their leaves ignored).
+    pub len: usize,
+}
+
+/// A fast-walked ensemble in the compact layout.
+#[derive(Debug, Clone)]
+pub(crate) struct Compact {
+    pub mode: FastMode,
+    pub blocks: Vec<Block>,
+    pub splits: Vec<Split>,
+    /// Per leaf slot: the leaf's index in the ensemble's `nodes`.
+    pub leaves: Vec<u32>,
+    /// Per leaf slot: that node's `threshold` (its value on the
+    /// single-weight path).
+    pub values: Vec<f32>,
+    /// Length of the doubled row the splits read (every `index` is below).
+    pub row: usize,
+    /// Walk with AVX-512 (detected when built; tests turn it off to check
+    /// the scalar walk).
+    pub avx512: bool,
+}
+
+impl Compact {
+    /// The compact layout of the fast walk `fast` (same indices as
+    /// `nodes`) over `trees`, reading a doubled row of `row` values; `None`
+    /// when a block would be deeper than [`MAX_DEPTH`] or padding would
+    /// take more than eight times the nodes, or if an index is broken (the
+    /// importer never builds one).
+    pub fn build(
+        mode: FastMode,
+        nodes: &[Node],
+        fast: &[FastNode],
+        trees: &[Tree],
+        row: usize,
+    ) -> Option<Compact> {
+        if fast.len() != nodes.len() || row == 0 {
+            return None;
+        }
+        let pad = nodes.iter().position(Node::is_leaf)?;
+        let budget = 8 * nodes.len() + 64 * WIDE;
+        let mut c = Compact {
+            mode,
+            blocks: Vec::with_capacity(trees.len().div_ceil(WIDE)),
+            splits: Vec::new(),
+            leaves: Vec::new(),
+            values: Vec::new(),
+            row,
+            avx512: avx512_available(),
+        };
+        let placeholder = Split {
+            threshold: 0.0,
+            index: 0,
+        };
+        let mut at: Vec<u32> = Vec::new();
+        for chunk in trees.chunks(WIDE) {
+            let depth = chunk.iter().map(|t| t.depth).max()?;
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            let inner = (1usize << depth) - 1;
+            let block = Block {
+                splits: c.splits.len(),
+                leaves: c.leaves.len(),
+                depth,
+                len: chunk.len(),
+            };
+            if block.splits + block.leaves + (2 * inner + 1) * WIDE > budget {
+                return None;
+            }
+            c.splits.resize(block.splits + inner * WIDE, placeholder);
+            c.leaves
+                .resize(block.leaves + (inner + 1) * WIDE, pad as u32);
+            c.values.resize(block.leaves + (inner + 1) * WIDE, 0.0);
+            for (lane, tree) in chunk.iter().enumerate() {
+                // The node at each place of the perfect tree, level by level.
+                at.clear();
+                at.resize(2 * inner + 1, 0);
+                at[0] = tree.root;
+                for i in 0..inner {
+                    let n = at[i];
+                    let node = nodes.get(n as usize)?;
+                    let (yes, no) = if node.is_leaf() {
+                        (n, n)
+                    } else {
+                        let f = fast[n as usize];
+                        c.splits[block.splits + i * WIDE + lane] = Split {
+                            threshold: f.threshold,
+                            index: f.index,
+                        };
+                        (node.yes, node.no)
+                    };
+                    at[2 * i + 1] = yes;
+                    at[2 * i + 2] = no;
+                }
+                for j in 0..=inner {
+                    let n = at[inner + j];
+                    let node = nodes.get(n as usize)?;
+                    if !node.is_leaf() {
+                        // The tree is deeper than its recorded depth.
+                        return None;
+                    }
+                    c.leaves[block.leaves + j * WIDE + lane] = n;
+                    c.values[block.leaves + j * WIDE + lane] = node.threshold;
+                }
+            }
+            c.blocks.push(block);
+        }
+        c.check().then_some(c)
+    }
+
+    /// The invariants the walks' unchecked reads rely on.
+    fn check(&self) -> bool {
+        let mut splits = 0;
+        let mut leaves = 0;
+        for b in &self.blocks {
+            let inner = (1usize << b.depth) - 1;
+            if b.depth > MAX_DEPTH || b.splits != splits || b.leaves != leaves || b.len > WIDE {
+                return false;
+            }
+            splits += inner * WIDE;
+            leaves += (inner + 1) * WIDE;
+        }
+        splits == self.splits.len()
+            && leaves == self.leaves.len()
+            && leaves <= i32::MAX as usize
+            && leaves == self.values.len()
+            && self.splits.iter().all(|s| (s.index as usize) < self.row)
+    }
+
+    /// Walks the doubled row `xx` down every tree and hands `sink` the
+    /// leaf slots (indices into `leaves` and `values`) reached, a block at a
+    /// time, in tree order.
+    #[inline(always)]
+    pub fn walk<S: Sink>(&self, xx: &[f32], sink: S) -> S {
+        assert!(xx.len() >= self.row, "a doubled row of {} values", xx.len());
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: `avx512` is only set when the processor has AVX-512F
+            // (`avx512_available`), and `xx` is as long as `row` (above).
+            return unsafe {
+                match self.mode {
+                    FastMode::Leq => x86::walk::<false, S>(self, xx, sink),
+                    FastMode::Lt => x86::walk::<true, S>(self, xx, sink),
+                }
+            };
+        }
+        match self.mode {
+            FastMode::Leq => self.scalar::<false, S>(xx, sink),
+            FastMode::Lt => self.scalar::<true, S>(xx, sink),
+        }
+    }
+
+    /// The walk on scalar code: the trees of a block level by level.
+    #[inline(always)]
+    fn scalar<const LT: bool, S: Sink>(&self, xx: &[f32], mut sink: S) -> S {
+        let mut slots = [0u32; WIDE];
+        for b in &self.blocks {
+            let inner = (1usize << b.depth) - 1;
+            let splits = &self.splits[b.splits..b.splits + inner * WIDE];
+            let mut at = [0usize; WIDE];
+            for _ in 0..b.depth {
+                for (lane, a) in at.iter_mut().enumerate() {
+                    // SAFETY: before step k of the walk `*a` is a node of
+                    // level k, at most 2^(k+1) - 2 < 2^depth - 1 = inner,
+                    // so `*a * WIDE + lane` is below `splits.len()`; every
+                    // `index` is below `row` (`check`), at most `xx.len()`.
+                    let s = unsafe { splits.get_unchecked(*a * WIDE + lane) };
+                    let v = unsafe { *xx.get_unchecked(s.index as usize) };
+                    let go = if LT {
+                        v < s.threshold
+                    } else {
+                        v <= s.threshold
+                    };
+                    *a = 2 * *a + 2 - usize::from(go);
+                }
+            }
+            // After `depth` steps `*a` is in the last level, `inner ..=
+            // 2 * inner`.
+            for (lane, (slot, &a)) in slots.iter_mut().zip(&at).enumerate() {
+                *slot = (b.leaves + (a - inner) * WIDE + lane) as u32;
+            }
+            sink.block(&slots[..b.len]);
+        }
+        sink
+    }
+}
+
+/// What a walk does with the leaves it reaches.
+pub(crate) trait Sink {
+    /// The leaf slots of one block's trees, in tree order.
+    fn block(&mut self, slots: &[u32]);
+}
+
+/// A sink calling a function with each slot.
+pub(crate) struct Each<F>(pub F);
+
+impl<F: FnMut(usize)> Sink for Each<F> {
+    #[inline(always)]
+    fn block(&mut self, slots: &[u32]) {
+        for &s in slots {
+            (self.0)(s as usize);
+        }
+    }
+}
+
+/// A sink summing the leaves' values in f32, tree after tree.
+pub(crate) struct Sum<'a> {
+    pub values: &'a [f32],
+    pub sum: f32,
+}
+
+impl Sink for Sum<'_> {
+    #[inline(always)]
+    fn block(&mut self, slots: &[u32]) {
+        for &s in slots {
+            self.sum += self.values[s as usize];
+        }
+    }
+}
+
+/// Whether the AVX-512 walk can run here.
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Block, Compact, Sink, WIDE};
+
+    /// [`Compact::walk`] with AVX-512: a block's 16 trees a level at a
+    /// time, four blocks side by side where their depths agree, the two top
+    /// levels loaded whole, the others' splits gathered, the row's values
+    /// picked from registers (doubled rows of up to 64 values) or gathered.
+    ///
+    /// # Safety
+    ///
+    /// The processor has AVX-512F, and `xx.len() >= c.row`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn walk<const LT: bool, S: Sink>(c: &Compact, xx: &[f32], mut sink: S) -> S {
+        // The doubled row in four registers when it fits.
+        let in_registers = c.row <= 64 && xx.len() >= 64;
+        let table = if in_registers {
+            // SAFETY: `xx` has at least 64 values, four vectors of 16.
+            unsafe {
+                [
+                    _mm512_loadu_ps(xx.as_ptr()),
+                    _mm512_loadu_ps(xx.as_ptr().add(16)),
+                    _mm512_loadu_ps(xx.as_ptr().add(32)),
+                    _mm512_loadu_ps(xx.as_ptr().add(48)),
+                ]
+            }
+        } else {
+            [_mm512_setzero_ps(); 4]
+        };
+        let row = Row {
+            xx,
+            table: in_registers.then_some(table),
+        };
+        let blocks = &c.blocks[..];
+        let mut i = 0;
+        while i < blocks.len() {
+            let depth = blocks[i].depth;
+            if let Some(four) = blocks.get(i..i + 4)
+                && four.iter().all(|b| b.depth == depth)
+            {
+                // SAFETY: AVX-512F is here (the caller's promise); `row`
+                // holds `xx`, as long as `c.row`.
+                sink = unsafe { run::<LT, 4, S>(c, four, &row, sink) };
+                i += 4;
+            } else {
+                // SAFETY: as above.
+                sink = unsafe { run::<LT, 1, S>(c, &blocks[i..i + 1], &row, sink) };
+                i += 1;
+            }
+        }
+        sink
+    }
+
+    /// The doubled row, and its values in registers when it has at most 64.
+    struct Row<'a> {
+        xx: &'a [f32],
+        table: Option<[__m512; 4]>,
+    }
+
+    /// `K` blocks of one depth walked together (`bs.len() == K`).
+    ///
+    /// # Safety
+    ///
+    /// The processor has AVX-512F, and `row.xx.len() >= c.row`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn run<const LT: bool, const K: usize, S: Sink>(
+        c: &Compact,
+        bs: &[Block],
+        row: &Row,
+        mut sink: S,
+    ) -> S {
+        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let one = _mm512_set1_epi32(1);
+        let two = _mm512_set1_epi32(2);
+        let high = _mm512_set1_epi32(32);
+        let xx = row.xx;
+        // One level: the 16 splits (lanes 0-7 in `lo`, 8-15 in `hi`, each
+        // 8 bytes) applied to the lanes' nodes `at`, giving their children.
+        let step = |lo: __m512i, hi: __m512i, at: __m512i| {
+            let threshold = _mm512_castsi512_ps(_mm512_permutex2var_epi32(lo, even, hi));
+            let index = _mm512_permutex2var_epi32(lo, odd, hi);
+            let x = match row.table {
+                Some([t0, t1, t2, t3]) => {
+                    // The permutes read the low five bits of `index` (below
+                    // 64 here); bit 5 picks the pair of registers.
+                    let a = _mm512_permutex2var_ps(t0, index, t1);
+                    let b = _mm512_permutex2var_ps(t2, index, t3);
+                    _mm512_mask_blend_ps(_mm512_test_epi32_mask(index, high), a, b)
+                }
+                // SAFETY: every `index` is below `c.row` (`check`), at most
+                // `xx.len()`.
+                None => unsafe { _mm512_i32gather_ps::<4>(index, xx.as_ptr()) },
+            };
+            let go = if LT {
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, threshold)
+            } else {
+                _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, threshold)
+            };
+            let next = _mm512_add_epi32(_mm512_add_epi32(at, at), two);
+            _mm512_mask_sub_epi32(next, go, next, one)
+        };
+        let depth = bs[0].depth;
+        let inner = (1usize << depth) - 1;
+        let mut base = [std::ptr::null::<i64>(); K];
+        for (p, b) in base.iter_mut().zip(bs) {
+            *p = c.splits[b.splits..b.splits + inner * WIDE].as_ptr().cast();
+        }
+        let mut at = [_mm512_setzero_si512(); K];
+        if depth >= 1 {
+            for k in 0..K {
+                // Level 0: node 0 of every lane, splits 0..16.
+                // SAFETY: the block has `inner * 16 >= 16` splits.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm512_loadu_epi64(base[k]),
+                        _mm512_loadu_epi64(base[k].add(8)),
+                    )
+                };
+                at[k] = step(lo, hi, at[k]);
+            }
+        }
+        if depth >= 2 {
+            for k in 0..K {
+                // Level 1: node 1 (splits 16..32) or node 2 (32..48).
+                let right = _mm512_cmpeq_epi32_mask(at[k], two);
+                // SAFETY: the block has `inner * 16 >= 48` splits.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm512_mask_blend_epi64(
+                            right as u8,
+                            _mm512_loadu_epi64(base[k].add(16)),
+                            _mm512_loadu_epi64(base[k].add(32)),
+                        ),
+                        _mm512_mask_blend_epi64(
+                            (right >> 8) as u8,
+                            _mm512_loadu_epi64(base[k].add(24)),
+                            _mm512_loadu_epi64(base[k].add(40)),
+                        ),
+                    )
+                };
+                at[k] = step(lo, hi, at[k]);
+            }
+        }
+        for _ in 2..depth {
+            for k in 0..K {
+                let pos = _mm512_add_epi32(_mm512_slli_epi32::<4>(at[k]), lane);
+                // SAFETY: as in the scalar walk, every lane's node before
+                // step k is of level k, below `inner`, so `pos` (node * 16
+                // + lane) is below the block's split count, and each 8-byte
+                // split is read whole at `base + 8 * pos`.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(pos), base[k]),
+                        _mm512_i32gather_epi64::<8>(_mm512_extracti64x4_epi64::<1>(pos), base[k]),
+                    )
+                };
+                at[k] = step(lo, hi, at[k]);
+            }
+        }
+        let mut slots = [0u32; WIDE];
+        for (b, at) in bs.iter().zip(at) {
+            // The leaf slot: the block's first, plus (node - inner) * 16 +
+            // lane (`check` keeps slots within i32).
+            let slot = _mm512_add_epi32(
+                _mm512_slli_epi32::<4>(_mm512_sub_epi32(at, _mm512_set1_epi32(inner as i32))),
+                _mm512_add_epi32(lane, _mm512_set1_epi32(b.leaves as i32)),
+            );
+            // SAFETY: `slots` holds 16 u32s.
+            unsafe { _mm512_storeu_si512(slots.as_mut_ptr().cast(), slot) };
+            sink.block(&slots[..b.len]);
+        }
+        sink
+    }
+}
