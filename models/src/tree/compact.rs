@@ -223,7 +223,7 @@ impl Compact {
             for (lane, (slot, &a)) in slots.iter_mut().zip(&at).enumerate() {
                 *slot = (b.leaves + (a - inner) * WIDE + lane) as u32;
             }
-            sink.block(&slots[..b.len]);
+            sink.block(self, &slots[..b.len]);
         }
         sink
     }
@@ -231,8 +231,17 @@ impl Compact {
 
 /// What a walk does with the leaves it reaches.
 pub(crate) trait Sink {
+    /// The sink wants the leaves' values (`values`) rather than their
+    /// slots (`block`) from the AVX-512 walk.
+    const VALUES: bool = false;
+
     /// The leaf slots of one block's trees, in tree order.
-    fn block(&mut self, slots: &[u32]);
+    fn block(&mut self, c: &Compact, slots: &[u32]);
+
+    /// The values of one block's leaves, the first `len` in tree order
+    /// (for a sink with `VALUES`).
+    #[inline(always)]
+    fn values(&mut self, _values: &[f32; WIDE], _len: usize) {}
 }
 
 /// A sink calling a function with each slot.
@@ -240,7 +249,7 @@ pub(crate) struct Each<F>(pub F);
 
 impl<F: FnMut(usize)> Sink for Each<F> {
     #[inline(always)]
-    fn block(&mut self, slots: &[u32]) {
+    fn block(&mut self, _: &Compact, slots: &[u32]) {
         for &s in slots {
             (self.0)(s as usize);
         }
@@ -248,16 +257,29 @@ impl<F: FnMut(usize)> Sink for Each<F> {
 }
 
 /// A sink summing the leaves' values in f32, tree after tree.
-pub(crate) struct Sum<'a> {
-    pub values: &'a [f32],
-    pub sum: f32,
-}
+#[derive(Default)]
+pub(crate) struct Sum(pub f32);
 
-impl Sink for Sum<'_> {
+impl Sink for Sum {
+    const VALUES: bool = true;
+
     #[inline(always)]
-    fn block(&mut self, slots: &[u32]) {
+    fn block(&mut self, c: &Compact, slots: &[u32]) {
         for &s in slots {
-            self.sum += self.values[s as usize];
+            self.0 += c.values[s as usize];
+        }
+    }
+
+    #[inline(always)]
+    fn values(&mut self, values: &[f32; WIDE], len: usize) {
+        if len == WIDE {
+            for v in values {
+                self.0 += v;
+            }
+        } else {
+            for v in &values[..len.min(WIDE)] {
+                self.0 += v;
+            }
         }
     }
 }
@@ -280,10 +302,14 @@ mod x86 {
 
     use super::{Block, Compact, Sink, WIDE};
 
+    /// Blocks of one depth walked side by side.
+    const GROUP: usize = 4;
+
     /// [`Compact::walk`] with AVX-512: a block's 16 trees a level at a
-    /// time, four blocks side by side where their depths agree, the two top
-    /// levels loaded whole, the others' splits gathered, the row's values
-    /// picked from registers (doubled rows of up to 64 values) or gathered.
+    /// time, four blocks side by side where their depths agree, the splits
+    /// of the top levels (to [`LOADED`]) loaded whole, the others gathered,
+    /// the row's values picked from registers (doubled rows of up to 64
+    /// values) or gathered.
     ///
     /// # Safety
     ///
@@ -310,21 +336,59 @@ mod x86 {
             table: in_registers.then_some(table),
         };
         let blocks = &c.blocks[..];
+        // Each group's leaves are handed to the sink while the next group
+        // is walked, a block a level, so the sink's work (a chain of
+        // dependent additions, for a sum) overlaps the walk.
+        let mut pending: Option<Leaves<'_>> = None;
         let mut i = 0;
         while i < blocks.len() {
             let depth = blocks[i].depth;
-            if let Some(four) = blocks.get(i..i + 4)
-                && four.iter().all(|b| b.depth == depth)
+            let prev = pending.take();
+            let (leaves, s) = if let Some(group) = blocks.get(i..i + GROUP)
+                && group.iter().all(|b| b.depth == depth)
             {
+                i += GROUP;
                 // SAFETY: AVX-512F is here (the caller's promise); `row`
                 // holds `xx`, as long as `c.row`.
-                sink = unsafe { run::<LT, 4, S>(c, four, &row, sink) };
-                i += 4;
+                unsafe { run::<LT, GROUP, S>(c, group, &row, prev, sink) }
             } else {
-                // SAFETY: as above.
-                sink = unsafe { run::<LT, 1, S>(c, &blocks[i..i + 1], &row, sink) };
                 i += 1;
+                // SAFETY: as above.
+                unsafe { run::<LT, 1, S>(c, &blocks[i - 1..i], &row, prev, sink) }
+            };
+            sink = s;
+            pending = Some(leaves);
+        }
+        if let Some(p) = pending {
+            for k in 0..p.blocks.len() {
+                sink = hand(c, &p, k, sink);
             }
+        }
+        sink
+    }
+
+    /// The leaves a group of blocks reached: per block its leaves' slots,
+    /// or their values (bits) for a sink with `VALUES`.
+    struct Leaves<'a> {
+        blocks: &'a [Block],
+        leaves: [__m512i; GROUP],
+    }
+
+    /// Hands block `k` of a group's leaves to the sink.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn hand<S: Sink>(c: &Compact, p: &Leaves<'_>, k: usize, mut sink: S) -> S {
+        let (b, v) = (&p.blocks[k], p.leaves[k]);
+        if S::VALUES {
+            let mut values = [0f32; WIDE];
+            // SAFETY: `values` holds 16 f32s.
+            unsafe { _mm512_storeu_ps(values.as_mut_ptr(), _mm512_castsi512_ps(v)) };
+            sink.values(&values, b.len);
+        } else {
+            let mut slots = [0u32; WIDE];
+            // SAFETY: `slots` holds 16 u32s.
+            unsafe { _mm512_storeu_si512(slots.as_mut_ptr().cast(), v) };
+            sink.block(c, &slots[..b.len]);
         }
         sink
     }
@@ -335,19 +399,21 @@ mod x86 {
         table: Option<[__m512; 4]>,
     }
 
-    /// `K` blocks of one depth walked together (`bs.len() == K`).
+    /// `K` blocks of one depth walked together (`bs.len() == K`), handing
+    /// the sink a block of `prev` (the group before) a level.
     ///
     /// # Safety
     ///
     /// The processor has AVX-512F, and `row.xx.len() >= c.row`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn run<const LT: bool, const K: usize, S: Sink>(
+    unsafe fn run<'a, const LT: bool, const K: usize, S: Sink>(
         c: &Compact,
-        bs: &[Block],
+        bs: &'a [Block],
         row: &Row,
+        prev: Option<Leaves<'a>>,
         mut sink: S,
-    ) -> S {
+    ) -> (Leaves<'a>, S) {
         let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -386,6 +452,7 @@ mod x86 {
         for (p, b) in base.iter_mut().zip(bs) {
             *p = c.splits[b.splits..b.splits + inner * WIDE].as_ptr().cast();
         }
+        let mut handed = Handing { prev, done: 0 };
         let mut at = [_mm512_setzero_si512(); K];
         if depth >= 1 {
             for k in 0..K {
@@ -399,36 +466,34 @@ mod x86 {
                 };
                 at[k] = step(lo, hi, at[k]);
             }
+            sink = handed.next(c, sink);
         }
-        if depth >= 2 {
-            for k in 0..K {
-                // Level 1: node 1 (splits 16..32) or node 2 (32..48).
-                let right = _mm512_cmpeq_epi32_mask(at[k], two);
-                // SAFETY: the block has `inner * 16 >= 48` splits.
-                let (lo, hi) = unsafe {
-                    (
-                        _mm512_mask_blend_epi64(
-                            right as u8,
-                            _mm512_loadu_epi64(base[k].add(16)),
-                            _mm512_loadu_epi64(base[k].add(32)),
-                        ),
-                        _mm512_mask_blend_epi64(
-                            (right >> 8) as u8,
-                            _mm512_loadu_epi64(base[k].add(24)),
-                            _mm512_loadu_epi64(base[k].add(40)),
-                        ),
-                    )
-                };
-                at[k] = step(lo, hi, at[k]);
-            }
+        // Levels 1 to `LOADED`: the splits of every node of the level loaded
+        // (2, 4 nodes) and each lane's picked by blends on the bits of its
+        // place in the level.
+        macro_rules! loaded {
+            ($level:literal) => {
+                if depth > $level {
+                    for k in 0..K {
+                        // SAFETY: the level's nodes, `2^level - 1 ..
+                        // 2^(level+1) - 1`, are below `inner` (the level is
+                        // above the last), and every lane is at one.
+                        let (lo, hi) = unsafe { pick::<$level>(base[k], at[k]) };
+                        at[k] = step(lo, hi, at[k]);
+                    }
+                    sink = handed.next(c, sink);
+                }
+            };
         }
-        for _ in 2..depth {
+        loaded!(1);
+        loaded!(2);
+        for _ in LOADED + 1..depth {
             for k in 0..K {
                 let pos = _mm512_add_epi32(_mm512_slli_epi32::<4>(at[k]), lane);
-                // SAFETY: as in the scalar walk, every lane's node before
-                // step k is of level k, below `inner`, so `pos` (node * 16
-                // + lane) is below the block's split count, and each 8-byte
-                // split is read whole at `base + 8 * pos`.
+                // SAFETY: as in the scalar walk, every lane's node at this
+                // level (above the last) is below `inner`, so `pos` (node *
+                // 16 + lane) is below the block's split count, and each
+                // 8-byte split is read whole at `base + 8 * pos`.
                 let (lo, hi) = unsafe {
                     (
                         _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(pos), base[k]),
@@ -437,19 +502,98 @@ mod x86 {
                 };
                 at[k] = step(lo, hi, at[k]);
             }
+            sink = handed.next(c, sink);
         }
-        let mut slots = [0u32; WIDE];
-        for (b, at) in bs.iter().zip(at) {
+        while handed.left() {
+            sink = handed.next(c, sink);
+        }
+        let mut leaves = [_mm512_setzero_si512(); GROUP];
+        for ((b, at), out) in bs.iter().zip(at).zip(&mut leaves) {
             // The leaf slot: the block's first, plus (node - inner) * 16 +
             // lane (`check` keeps slots within i32).
             let slot = _mm512_add_epi32(
                 _mm512_slli_epi32::<4>(_mm512_sub_epi32(at, _mm512_set1_epi32(inner as i32))),
                 _mm512_add_epi32(lane, _mm512_set1_epi32(b.leaves as i32)),
             );
-            // SAFETY: `slots` holds 16 u32s.
-            unsafe { _mm512_storeu_si512(slots.as_mut_ptr().cast(), slot) };
-            sink.block(&slots[..b.len]);
+            *out = if S::VALUES {
+                // SAFETY: a slot is below the block's last, `b.leaves +
+                // (inner + 1) * 16`, at most `values.len()` (`check`).
+                unsafe { _mm512_castps_si512(_mm512_i32gather_ps::<4>(slot, c.values.as_ptr())) }
+            } else {
+                slot
+            };
         }
-        sink
+        (Leaves { blocks: bs, leaves }, sink)
+    }
+
+    /// The deepest level whose splits are loaded whole rather than
+    /// gathered.
+    const LOADED: u32 = 2;
+
+    /// The splits of the lanes' nodes `at`, all of level `LEVEL` (1 to
+    /// [`LOADED`]) of a block whose splits start at `base`: lanes 0-7 and
+    /// 8-15.
+    ///
+    /// # Safety
+    ///
+    /// The block has the level's splits, `(2^(LEVEL+1) - 1) * 16` from
+    /// `base`, and every lane of `at` is a node of the level.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pick<const LEVEL: u32>(base: *const i64, at: __m512i) -> (__m512i, __m512i) {
+        let first = (1usize << LEVEL) - 1;
+        let count = 1usize << LEVEL;
+        // The lane's place in the level, bit by bit.
+        let place = _mm512_sub_epi32(at, _mm512_set1_epi32(first as i32));
+        let mut lo = [_mm512_setzero_si512(); 1 << LOADED];
+        let mut hi = [_mm512_setzero_si512(); 1 << LOADED];
+        for j in 0..count {
+            // SAFETY: node `first + j` is of the level, its 16 splits
+            // within the block (the caller's promise).
+            unsafe {
+                lo[j] = _mm512_loadu_epi64(base.add((first + j) * 16));
+                hi[j] = _mm512_loadu_epi64(base.add((first + j) * 16 + 8));
+            }
+        }
+        let mut n = count;
+        let mut bit = 0;
+        while n > 1 {
+            let m = _mm512_test_epi32_mask(place, _mm512_set1_epi32(1 << bit));
+            let (mlo, mhi) = (m as u8, (m >> 8) as u8);
+            for j in 0..n / 2 {
+                lo[j] = _mm512_mask_blend_epi64(mlo, lo[2 * j], lo[2 * j + 1]);
+                hi[j] = _mm512_mask_blend_epi64(mhi, hi[2 * j], hi[2 * j + 1]);
+            }
+            n /= 2;
+            bit += 1;
+        }
+        (lo[0], hi[0])
+    }
+
+    /// The blocks of a group handed so far.
+    struct Handing<'a> {
+        prev: Option<Leaves<'a>>,
+        done: usize,
+    }
+
+    impl Handing<'_> {
+        fn left(&self) -> bool {
+            self.prev
+                .as_ref()
+                .is_some_and(|p| self.done < p.blocks.len())
+        }
+
+        /// Hands the next block, if any.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn next<S: Sink>(&mut self, c: &Compact, sink: S) -> S {
+            match &self.prev {
+                Some(p) if self.done < p.blocks.len() => {
+                    self.done += 1;
+                    hand(c, p, self.done - 1, sink)
+                }
+                _ => sink,
+            }
+        }
     }
 }

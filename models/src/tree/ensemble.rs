@@ -448,11 +448,7 @@ impl Ensemble {
                 let mut xx = Doubled::new();
                 let sum = match &self.compact {
                     Some(c) if x.len() >= self.min_width && self.double(x, &mut xx) => {
-                        let sum = Sum {
-                            values: &c.values,
-                            sum: 0.0,
-                        };
-                        c.walk(&xx, sum).sum
+                        c.walk(&xx, Sum(0.0)).0
                     }
                     _ => self.sum_values(x),
                 };
