@@ -16,7 +16,30 @@
 //! they reach the same leaves, and the leaves are handed out in tree order
 //! for the caller to sum in the order ONNX Runtime does.
 
+use smallvec::SmallVec;
+
 use super::ensemble::{FastMode, FastNode, Node, Tree};
+
+/// A row laid out twice for the fast walks: on the stack for up to 32
+/// inputs.
+pub(crate) type Doubled = SmallVec<[f32; 64]>;
+
+/// Lays the first `w` values of row `x` out twice in `xx` for the fast
+/// walks, missing values as -inf in the first copy and +inf in the second,
+/// padded to at least 64 values (the AVX-512 walk's registers).
+#[inline(always)]
+pub(crate) fn double(x: &[f32], w: usize, xx: &mut Doubled) {
+    xx.clear();
+    xx.resize((2 * w).max(64), 0.0);
+    let (lo, hi) = xx.split_at_mut(w);
+    for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(&x[..w]) {
+        (*l, *h) = if v.is_nan() {
+            (f32::NEG_INFINITY, f32::INFINITY)
+        } else {
+            (v, v)
+        };
+    }
+}
 
 /// Trees a block walks side by side.
 pub(crate) const WIDE: usize = 16;
@@ -59,6 +82,12 @@ pub(crate) struct Compact {
     pub values: Vec<f32>,
     /// Length of the doubled row the splits read (every `index` is below).
     pub row: usize,
+    /// For doubled rows of up to 64 values, built in registers: per slot,
+    /// the row value it holds (the slot, or the slot less the row's
+    /// width), and `table_high` a bit per slot of the second copy (missing
+    /// values there are +inf).
+    pub table: [[i32; WIDE]; 4],
+    pub table_high: u64,
     /// Walk with AVX-512 (detected when built; tests turn it off to check
     /// the scalar walk).
     pub avx512: bool,
@@ -89,8 +118,17 @@ impl Compact {
             leaves: Vec::new(),
             values: Vec::new(),
             row,
+            table: [[0; WIDE]; 4],
+            table_high: 0,
             avx512: avx512_available(),
         };
+        let w = row / 2;
+        for slot in 0..row.min(64) {
+            c.table[slot / WIDE][slot % WIDE] = (slot % w) as i32;
+            if slot >= w {
+                c.table_high |= 1 << slot;
+            }
+        }
         let placeholder = Split {
             threshold: 0.0,
             index: 0,
@@ -168,7 +206,36 @@ impl Compact {
             && leaves == self.leaves.len()
             && leaves <= i32::MAX as usize
             && leaves == self.values.len()
+            && self.row.is_multiple_of(2)
             && self.splits.iter().all(|s| (s.index as usize) < self.row)
+    }
+
+    /// Walks row `x` (at least `row / 2` values, none infinite) down every
+    /// tree and hands `sink` the leaf slots reached, a block at a time, in
+    /// tree order: [`walk`](Self::walk) on `x` doubled.
+    #[inline(always)]
+    pub fn walk_row<S: Sink>(&self, x: &[f32], sink: S) -> S {
+        let w = self.row / 2;
+        assert!(
+            x.len() >= w,
+            "a row of {} values for trees reading {w}",
+            x.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 && self.row <= 64 {
+            // SAFETY: `avx512` is only set when the processor has AVX-512F
+            // (`avx512_available`); `x` has `row / 2` values (above), and
+            // the doubled row fits the registers.
+            return unsafe {
+                match self.mode {
+                    FastMode::Leq => x86::walk_row::<false, S>(self, x, sink),
+                    FastMode::Lt => x86::walk_row::<true, S>(self, x, sink),
+                }
+            };
+        }
+        let mut xx = Doubled::new();
+        double(x, w, &mut xx);
+        self.walk(&xx, sink)
     }
 
     /// Walks the doubled row `xx` down every tree and hands `sink` the
@@ -315,7 +382,7 @@ mod x86 {
     ///
     /// The processor has AVX-512F, and `xx.len() >= c.row`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn walk<const LT: bool, S: Sink>(c: &Compact, xx: &[f32], mut sink: S) -> S {
+    pub(super) unsafe fn walk<const LT: bool, S: Sink>(c: &Compact, xx: &[f32], sink: S) -> S {
         // The doubled row in four registers when it fits.
         let in_registers = c.row <= 64 && xx.len() >= 64;
         let table = if in_registers {
@@ -335,6 +402,61 @@ mod x86 {
             xx,
             table: in_registers.then_some(table),
         };
+        // SAFETY: AVX-512F is here (the caller's promise); `row` holds
+        // `xx`, as long as `c.row`, or its values in registers.
+        unsafe { groups::<LT, S>(c, &row, sink) }
+    }
+
+    /// [`Compact::walk_row`] with AVX-512: row `x` doubled in registers
+    /// (permutes of its values, missing ones replaced by -inf or +inf),
+    /// then walked as [`walk`] walks.
+    ///
+    /// # Safety
+    ///
+    /// The processor has AVX-512F, `c.row <= 64` and `x.len() >= c.row / 2`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn walk_row<const LT: bool, S: Sink>(c: &Compact, x: &[f32], sink: S) -> S {
+        let w = c.row / 2;
+        let first = (1u32 << w.min(16)) - 1;
+        let second = (1u32 << w.saturating_sub(16).min(16)) - 1;
+        // SAFETY: the loads read lanes below `w` only (the masks), which
+        // `x` has; the others are not accessed.
+        let (x0, x1) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(first as u16, x.as_ptr()),
+                _mm512_maskz_loadu_ps(second as u16, x.as_ptr().wrapping_add(16)),
+            )
+        };
+        let low = _mm512_set1_ps(f32::NEG_INFINITY);
+        let high = _mm512_set1_ps(f32::INFINITY);
+        let mut table = [_mm512_setzero_ps(); 4];
+        for (k, t) in table.iter_mut().enumerate() {
+            // SAFETY: `c.table[k]` holds 16 i32s.
+            let index = unsafe { _mm512_loadu_si512(c.table[k].as_ptr().cast()) };
+            let v = _mm512_permutex2var_ps(x0, index, x1);
+            let missing = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            let second = (c.table_high >> (16 * k)) as u16;
+            let v = _mm512_mask_mov_ps(v, missing & !second, low);
+            *t = _mm512_mask_mov_ps(v, missing & second, high);
+        }
+        let row = Row {
+            xx: &[],
+            table: Some(table),
+        };
+        // SAFETY: AVX-512F is here (the caller's promise); the doubled row
+        // is in registers.
+        unsafe { groups::<LT, S>(c, &row, sink) }
+    }
+
+    /// The blocks walked a group at a time.
+    ///
+    /// # Safety
+    ///
+    /// The processor has AVX-512F, and `row` holds the doubled row: in
+    /// registers, or `xx` at least `c.row` long.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn groups<const LT: bool, S: Sink>(c: &Compact, row: &Row, mut sink: S) -> S {
         let blocks = &c.blocks[..];
         // Each group's leaves are handed to the sink while the next group
         // is walked, a block a level, so the sink's work (a chain of
@@ -348,13 +470,13 @@ mod x86 {
                 && group.iter().all(|b| b.depth == depth)
             {
                 i += GROUP;
-                // SAFETY: AVX-512F is here (the caller's promise); `row`
-                // holds `xx`, as long as `c.row`.
-                unsafe { run::<LT, GROUP, S>(c, group, &row, prev, sink) }
+                // SAFETY: AVX-512F is here and `row` holds the doubled row
+                // (the caller's promises).
+                unsafe { run::<LT, GROUP, S>(c, group, row, prev, sink) }
             } else {
                 i += 1;
                 // SAFETY: as above.
-                unsafe { run::<LT, 1, S>(c, &blocks[i - 1..i], &row, prev, sink) }
+                unsafe { run::<LT, 1, S>(c, &blocks[i - 1..i], row, prev, sink) }
             };
             sink = s;
             pending = Some(leaves);
@@ -404,7 +526,8 @@ mod x86 {
     ///
     /// # Safety
     ///
-    /// The processor has AVX-512F, and `row.xx.len() >= c.row`.
+    /// The processor has AVX-512F, and `row` holds the doubled row: in
+    /// registers, or `xx` at least `c.row` long.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn run<'a, const LT: bool, const K: usize, S: Sink>(
@@ -434,8 +557,9 @@ mod x86 {
                     let b = _mm512_permutex2var_ps(t2, index, t3);
                     _mm512_mask_blend_ps(_mm512_test_epi32_mask(index, high), a, b)
                 }
-                // SAFETY: every `index` is below `c.row` (`check`), at most
-                // `xx.len()`.
+                // SAFETY: without registers `xx` is the doubled row, and
+                // every `index` is below `c.row` (`check`), at most its
+                // length.
                 None => unsafe { _mm512_i32gather_ps::<4>(index, xx.as_ptr()) },
             };
             let go = if LT {

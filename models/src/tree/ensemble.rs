@@ -21,7 +21,7 @@
 
 use smallvec::SmallVec;
 
-use super::compact::{Compact, Each, Sum};
+use super::compact::{Compact, Doubled, Each, Sum, double};
 
 /// Trees walked side by side.
 pub(crate) const LANES: usize = 8;
@@ -168,10 +168,6 @@ impl Score {
         if self.has { self.v } else { 0.0 }
     }
 }
-
-/// A row laid out twice for the fast walks: on the stack for up to 32
-/// inputs.
-type Doubled = SmallVec<[f32; 64]>;
 
 /// Scores of one row: on the stack for up to 8 outputs.
 pub(crate) type Scores = SmallVec<[Score; 8]>;
@@ -348,28 +344,12 @@ impl Ensemble {
         at
     }
 
-    /// Lays row `x` out twice in `xx` for the fast walks, missing values
-    /// as -inf in the first copy and +inf in the second, padded to at least
-    /// 64 values (for the AVX-512 walk's registers); `false` when a value
-    /// is infinite (the stand-ins would be ambiguous).
+    /// Whether row `x` can take the fast walks: no value infinite (the
+    /// stand-ins for missing values would be ambiguous), and as many values
+    /// as the trees read.
     #[inline(always)]
-    fn double(&self, x: &[f32], xx: &mut Doubled) -> bool {
-        let w = self.min_width;
-        let x = &x[..w];
-        if x.iter().any(|v| v.is_infinite()) {
-            return false;
-        }
-        xx.clear();
-        xx.resize((2 * w).max(64), 0.0);
-        let (lo, hi) = xx.split_at_mut(w);
-        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(x) {
-            (*l, *h) = if v.is_nan() {
-                (f32::NEG_INFINITY, f32::INFINITY)
-            } else {
-                (v, v)
-            };
-        }
-        true
+    fn fast_row(&self, x: &[f32]) -> bool {
+        x.len() >= self.min_width && !x[..self.min_width].iter().any(|v| v.is_infinite())
     }
 
     /// Calls `each` with every tree's leaf for row `x`, in tree order.
@@ -381,16 +361,17 @@ impl Ensemble {
             x.len(),
             self.min_width
         );
-        let mut xx = Doubled::new();
         if let Some(c) = &self.compact
-            && self.double(x, &mut xx)
+            && self.fast_row(x)
         {
-            c.walk(&xx, Each(|slot| each(c.leaves[slot])));
+            c.walk_row(x, Each(|slot| each(c.leaves[slot])));
             return;
         }
         if let Some((mode, nodes)) = &self.fast
-            && self.double(x, &mut xx)
+            && self.fast_row(x)
         {
+            let mut xx = Doubled::new();
+            double(x, self.min_width, &mut xx);
             for group in &self.groups {
                 let leaves = match mode {
                     FastMode::Leq => Self::walk_fast::<false>(nodes, group, &xx),
@@ -418,12 +399,10 @@ impl Ensemble {
     /// row `x`, in tree order: the single-weight path.
     #[inline(always)]
     fn for_each_value(&self, x: &[f32], mut each: impl FnMut(f32)) {
-        let mut xx = Doubled::new();
         if let Some(c) = &self.compact
-            && x.len() >= self.min_width
-            && self.double(x, &mut xx)
+            && self.fast_row(x)
         {
-            c.walk(&xx, Each(|slot| each(c.values[slot])));
+            c.walk_row(x, Each(|slot| each(c.values[slot])));
             return;
         }
         let nodes = &self.nodes[..];
@@ -445,11 +424,8 @@ impl Ensemble {
         let one_output = self.outputs == 1;
         match (self.single, self.aggregate) {
             (Some(col), Aggregate::Sum | Aggregate::Average) => {
-                let mut xx = Doubled::new();
                 let sum = match &self.compact {
-                    Some(c) if x.len() >= self.min_width && self.double(x, &mut xx) => {
-                        c.walk(&xx, Sum(0.0)).0
-                    }
+                    Some(c) if self.fast_row(x) => c.walk_row(x, Sum(0.0)).0,
                     _ => self.sum_values(x),
                 };
                 let s = &mut scores[col as usize];
