@@ -540,12 +540,16 @@ mod x86 {
         let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let one = _mm512_set1_epi32(1);
-        let two = _mm512_set1_epi32(2);
+        // A lane's place in the block's splits, `node * 16 + lane`, moves to
+        // the "no" child's, `(2 * node + 2) * 16 + lane`, by doubling and
+        // adding `32 - lane`; to the "yes" child's, 16 before.
+        let advance = _mm512_sub_epi32(_mm512_set1_epi32(32), lane);
+        let sixteen = _mm512_set1_epi32(16);
         let high = _mm512_set1_epi32(32);
         let xx = row.xx;
         // One level: the 16 splits (lanes 0-7 in `lo`, 8-15 in `hi`, each
-        // 8 bytes) applied to the lanes' nodes `at`, giving their children.
+        // 8 bytes) applied at the lanes' places `at`, giving their
+        // children's.
         let step = |lo: __m512i, hi: __m512i, at: __m512i| {
             let threshold = _mm512_castsi512_ps(_mm512_permutex2var_epi32(lo, even, hi));
             let index = _mm512_permutex2var_epi32(lo, odd, hi);
@@ -567,8 +571,8 @@ mod x86 {
             } else {
                 _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, threshold)
             };
-            let next = _mm512_add_epi32(_mm512_add_epi32(at, at), two);
-            _mm512_mask_sub_epi32(next, go, next, one)
+            let next = _mm512_add_epi32(_mm512_add_epi32(at, at), advance);
+            _mm512_mask_sub_epi32(next, go, next, sixteen)
         };
         let depth = bs[0].depth;
         let inner = (1usize << depth) - 1;
@@ -577,7 +581,8 @@ mod x86 {
             *p = c.splits[b.splits..b.splits + inner * WIDE].as_ptr().cast();
         }
         let mut handed = Handing { prev, done: 0 };
-        let mut at = [_mm512_setzero_si512(); K];
+        // Every lane at node 0.
+        let mut at = [lane; K];
         if depth >= 1 {
             for k in 0..K {
                 // Level 0: node 0 of every lane, splits 0..16.
@@ -602,7 +607,7 @@ mod x86 {
                         // SAFETY: the level's nodes, `2^level - 1 ..
                         // 2^(level+1) - 1`, are below `inner` (the level is
                         // above the last), and every lane is at one.
-                        let (lo, hi) = unsafe { pick::<$level>(base[k], at[k]) };
+                        let (lo, hi) = unsafe { pick::<$level>(base[k], at[k], lane) };
                         at[k] = step(lo, hi, at[k]);
                     }
                     sink = handed.next(c, sink);
@@ -613,11 +618,11 @@ mod x86 {
         loaded!(2);
         for _ in LOADED + 1..depth {
             for k in 0..K {
-                let pos = _mm512_add_epi32(_mm512_slli_epi32::<4>(at[k]), lane);
+                let pos = at[k];
                 // SAFETY: as in the scalar walk, every lane's node at this
-                // level (above the last) is below `inner`, so `pos` (node *
-                // 16 + lane) is below the block's split count, and each
-                // 8-byte split is read whole at `base + 8 * pos`.
+                // level (above the last) is below `inner`, so its place
+                // `pos` (node * 16 + lane) is below the block's split count,
+                // and each 8-byte split is read whole at `base + 8 * pos`.
                 let (lo, hi) = unsafe {
                     (
                         _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(pos), base[k]),
@@ -634,11 +639,10 @@ mod x86 {
         let mut leaves = [_mm512_setzero_si512(); GROUP];
         for ((b, at), out) in bs.iter().zip(at).zip(&mut leaves) {
             // The leaf slot: the block's first, plus (node - inner) * 16 +
-            // lane (`check` keeps slots within i32).
-            let slot = _mm512_add_epi32(
-                _mm512_slli_epi32::<4>(_mm512_sub_epi32(at, _mm512_set1_epi32(inner as i32))),
-                _mm512_add_epi32(lane, _mm512_set1_epi32(b.leaves as i32)),
-            );
+            // lane, that is `at - inner * 16` (`check` keeps slots within
+            // i32).
+            let first = (b.leaves as i32).wrapping_sub((inner * WIDE) as i32);
+            let slot = _mm512_add_epi32(at, _mm512_set1_epi32(first));
             *out = if S::VALUES {
                 // SAFETY: a slot is below the block's last, `b.leaves +
                 // (inner + 1) * 16`, at most `values.len()` (`check`).
@@ -654,21 +658,29 @@ mod x86 {
     /// gathered.
     const LOADED: u32 = 2;
 
-    /// The splits of the lanes' nodes `at`, all of level `LEVEL` (1 to
-    /// [`LOADED`]) of a block whose splits start at `base`: lanes 0-7 and
-    /// 8-15.
+    /// The splits at the lanes' places `at` (`node * 16 + lane`), every
+    /// node of level `LEVEL` (1 to [`LOADED`]) of a block whose splits start
+    /// at `base`: lanes 0-7 and 8-15.
     ///
     /// # Safety
     ///
     /// The block has the level's splits, `(2^(LEVEL+1) - 1) * 16` from
-    /// `base`, and every lane of `at` is a node of the level.
+    /// `base`, and every lane of `at` is at a node of the level.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn pick<const LEVEL: u32>(base: *const i64, at: __m512i) -> (__m512i, __m512i) {
+    unsafe fn pick<const LEVEL: u32>(
+        base: *const i64,
+        at: __m512i,
+        lane: __m512i,
+    ) -> (__m512i, __m512i) {
         let first = (1usize << LEVEL) - 1;
         let count = 1usize << LEVEL;
-        // The lane's place in the level, bit by bit.
-        let place = _mm512_sub_epi32(at, _mm512_set1_epi32(first as i32));
+        // The lane's node's place in the level, times 16: bit by bit from
+        // bit 4.
+        let place = _mm512_sub_epi32(
+            at,
+            _mm512_add_epi32(lane, _mm512_set1_epi32((first * WIDE) as i32)),
+        );
         let mut lo = [_mm512_setzero_si512(); 1 << LOADED];
         let mut hi = [_mm512_setzero_si512(); 1 << LOADED];
         for j in 0..count {
@@ -682,7 +694,7 @@ mod x86 {
         let mut n = count;
         let mut bit = 0;
         while n > 1 {
-            let m = _mm512_test_epi32_mask(place, _mm512_set1_epi32(1 << bit));
+            let m = _mm512_test_epi32_mask(place, _mm512_set1_epi32(16 << bit));
             let (mlo, mhi) = (m as u8, (m >> 8) as u8);
             for j in 0..n / 2 {
                 lo[j] = _mm512_mask_blend_epi64(mlo, lo[2 * j], lo[2 * j + 1]);
