@@ -21,6 +21,8 @@
 
 use smallvec::SmallVec;
 
+use super::compact::{Compact, Doubled, Each, Sum, double};
+
 /// Trees walked side by side.
 pub(crate) const LANES: usize = 8;
 
@@ -203,6 +205,9 @@ pub(crate) struct Ensemble {
     /// The fast walk, when every split is `BRANCH_LEQ` (or every one
     /// `BRANCH_LT`) against a finite threshold: same indices as `nodes`.
     pub fast: Option<(FastMode, Vec<FastNode>)>,
+    /// The fast walk in the compact layout, when the trees are shallow
+    /// enough to pad (then `fast` is `None`).
+    pub compact: Option<Box<Compact>>,
 }
 
 impl Ensemble {
@@ -242,6 +247,12 @@ impl Ensemble {
         }
         self.min_width = min_width;
         self.fast = self.fast_nodes();
+        self.compact = self.fast.as_ref().and_then(|(mode, fast)| {
+            Compact::build(*mode, &self.nodes, fast, &self.trees, 2 * min_width).map(Box::new)
+        });
+        if self.compact.is_some() {
+            self.fast = None;
+        }
         Ok(())
     }
 
@@ -333,6 +344,14 @@ impl Ensemble {
         at
     }
 
+    /// Whether row `x` can take the fast walks: no value infinite (the
+    /// stand-ins for missing values would be ambiguous), and as many values
+    /// as the trees read.
+    #[inline(always)]
+    fn fast_row(&self, x: &[f32]) -> bool {
+        x.len() >= self.min_width && !x[..self.min_width].iter().any(|v| v.is_infinite())
+    }
+
     /// Calls `each` with every tree's leaf for row `x`, in tree order.
     #[inline(always)]
     pub fn for_each_leaf(&self, x: &[f32], mut each: impl FnMut(u32)) {
@@ -342,20 +361,17 @@ impl Ensemble {
             x.len(),
             self.min_width
         );
-        if let Some((mode, nodes)) = &self.fast
-            && x[..self.min_width].iter().all(|v| !v.is_infinite())
+        if let Some(c) = &self.compact
+            && self.fast_row(x)
         {
-            let w = self.min_width;
-            let mut xx: SmallVec<[f32; 128]> = SmallVec::from_elem(0.0, 2 * w);
-            for (i, &v) in x[..w].iter().enumerate() {
-                let (lo, hi) = if v.is_nan() {
-                    (f32::NEG_INFINITY, f32::INFINITY)
-                } else {
-                    (v, v)
-                };
-                xx[i] = lo;
-                xx[w + i] = hi;
-            }
+            c.walk_row(x, Each(|slot| each(c.leaves[slot])));
+            return;
+        }
+        if let Some((mode, nodes)) = &self.fast
+            && self.fast_row(x)
+        {
+            let mut xx = Doubled::new();
+            double(x, self.min_width, &mut xx);
             for group in &self.groups {
                 let leaves = match mode {
                     FastMode::Leq => Self::walk_fast::<false>(nodes, group, &xx),
@@ -379,17 +395,39 @@ impl Ensemble {
         }
     }
 
+    /// Calls `each` with the value (`threshold`) of every tree's leaf for
+    /// row `x`, in tree order: the single-weight path.
+    #[inline(always)]
+    fn for_each_value(&self, x: &[f32], mut each: impl FnMut(f32)) {
+        if let Some(c) = &self.compact
+            && self.fast_row(x)
+        {
+            c.walk_row(x, Each(|slot| each(c.values[slot])));
+            return;
+        }
+        let nodes = &self.nodes[..];
+        self.for_each_leaf(x, |leaf| each(nodes[leaf as usize].threshold));
+    }
+
+    /// The leaves' values summed in f32, tree after tree.
+    fn sum_values(&self, x: &[f32]) -> f32 {
+        let mut sum = 0f32;
+        self.for_each_value(x, |w| sum += w);
+        sum
+    }
+
     /// The raw per-output scores of row `x` (before base values and the
     /// post-transform), in `scores` (resized to the output count).
     pub fn accumulate(&self, x: &[f32], scores: &mut Scores) {
         scores.clear();
         scores.resize(self.outputs, Score::default());
-        let nodes = &self.nodes[..];
         let one_output = self.outputs == 1;
         match (self.single, self.aggregate) {
             (Some(col), Aggregate::Sum | Aggregate::Average) => {
-                let mut sum = 0f32;
-                self.for_each_leaf(x, |leaf| sum += nodes[leaf as usize].threshold);
+                let sum = match &self.compact {
+                    Some(c) if self.fast_row(x) => c.walk_row(x, Sum(0.0)).0,
+                    _ => self.sum_values(x),
+                };
                 let s = &mut scores[col as usize];
                 s.v = sum;
                 // The one-output sum never marks its score written; the
@@ -398,10 +436,7 @@ impl Ensemble {
             }
             (Some(col), agg @ (Aggregate::Min | Aggregate::Max)) => {
                 let s = &mut scores[col as usize];
-                self.for_each_leaf(x, |leaf| {
-                    let w = nodes[leaf as usize].threshold;
-                    fold_extreme(s, w, agg);
-                });
+                self.for_each_value(x, |w| fold_extreme(s, w, agg));
             }
             (None, agg) => {
                 let ranges = &self.leaf_weights[..];

@@ -579,6 +579,7 @@ fn ensemble(
         groups: Vec::new(),
         min_width: 1,
         fast: None,
+        compact: None,
     };
     ensemble.seal().map_err(Decline::Invalid)?;
     Ok((ensemble, n, max_feature))

@@ -11,6 +11,7 @@
 //! This module reads and evaluates the graph; the manifest, the choice of
 //! evaluator and serving live in `model` and `scorer`.
 
+mod compact;
 mod ensemble;
 mod import;
 mod shap;
