@@ -29,13 +29,17 @@ use verdict_backtest::{
     BacktestError, Chargebacks, Completion, EventInput, LabelField, LabelRule, Progress, Report,
     ReportBuilder, ReportOptions, RuleDesc, RuleHit, RuleId, SideBuffer, SideOptions,
 };
-use verdict_core::{Hit, Namespace, Position, Value};
+use verdict_core::{Hit, Namespace, Value};
 use verdict_history::{HistoryError, HistoryReader};
 use verdict_history::{OnInvalid, ReaderOptions, ReaderStats};
 use verdict_models::ModelOutcome;
 use verdict_rules::{Evaluation, RuleSet};
 
 use crate::engine::{Engine, Side, SideModel};
+
+mod ahead;
+
+use ahead::{ReadAhead, ReadError};
 
 /// Where the ground truth comes from.
 pub enum Labels {
@@ -76,6 +80,17 @@ pub enum PassError {
     History(#[from] HistoryError),
     #[error(transparent)]
     Report(#[from] BacktestError),
+    #[error("cannot start the thread that reads the history: {0}")]
+    Thread(std::io::Error),
+}
+
+impl From<ReadError> for PassError {
+    fn from(e: ReadError) -> PassError {
+        match e {
+            ReadError::History(e) => PassError::History(e),
+            ReadError::Label(e) => PassError::Report(e),
+        }
+    }
 }
 
 /// The report's view of a rule set's rules.
@@ -162,15 +177,48 @@ fn side_scores(outcome: &Option<ModelOutcome>, scores: &mut Vec<f64>) -> bool {
 
 /// Runs the pass over every event `reader` yields, into `builder`. The
 /// score names of both sides' options must be the model's outputs, in
-/// order (`model_outputs`).
+/// order (`model_outputs`). The history is read, parsed and labelled on a
+/// thread of its own ([`ahead`]) while this one decides.
 ///
 /// With `deadline`, the pass stops once it is reached (looked at every
 /// 1,024 events) and says so: `Completion::Incomplete`.
 pub async fn run(
     engine: &Engine,
-    reader: &mut HistoryReader,
+    reader: HistoryReader,
     sides: &Sides,
-    labels: &mut Labels,
+    labels: Labels,
+    amount_slot: Option<usize>,
+    builder: &mut ReportBuilder,
+    deadline: Option<(Instant, Duration)>,
+) -> Result<Passed, PassError> {
+    let reading = ahead::Reading {
+        parser: engine.parser().clone(),
+        records: sides.baseline.is_none(),
+    };
+    let mut ahead = ReadAhead::start(reader, reading, labels).map_err(PassError::Thread)?;
+    let decided = decide(engine, &mut ahead, sides, amount_slot, builder, deadline).await;
+    let finished = ahead.finish();
+    let completion = decided?;
+    if let (Completion::Complete, Labels::Field(f)) = (&completion, &finished.labels) {
+        f.check()?;
+    }
+    Ok(Passed {
+        completion,
+        read: finished.stats,
+    })
+}
+
+/// A pass that ran to its end or its time limit.
+pub struct Passed {
+    pub completion: Completion,
+    /// What reading the history met.
+    pub read: ReaderStats,
+}
+
+async fn decide(
+    engine: &Engine,
+    ahead: &mut ReadAhead,
+    sides: &Sides,
     amount_slot: Option<usize>,
     builder: &mut ReportBuilder,
     deadline: Option<(Instant, Duration)>,
@@ -188,93 +236,87 @@ pub async fn run(
     let (mut base, mut cand) = (SideBuffer::default(), SideBuffer::default());
     let mut scores: Vec<f64> = Vec::new();
     let mut read = 0u64;
-    while let Some(ev) = reader.next()? {
-        read += 1;
-        if let Some((at, limit)) = deadline
-            && read.is_multiple_of(1024)
-            && Instant::now() >= at
-        {
-            return Ok(Completion::Incomplete(format!(
-                "stopped at the time limit of {} s, after {} events",
-                limit.as_secs(),
-                builder.events()
-            )));
-        }
-        let position = || Position::File {
-            file: ev.file.to_owned(),
-            line: match ev.origin {
-                verdict_history::Origin::Line(n) => n,
-                verdict_history::Origin::Row(n) => n + 1,
-            },
-        };
-        let prepared = match engine.prepare(ev.event, position, Instant::now()) {
-            Ok(p) => p,
-            Err(rejected) => {
-                builder.not_compared(rejected.kind.as_str(), 1);
+    while let Some(batch) = ahead.next().await {
+        let mut batch = batch?;
+        let mut items = std::mem::take(&mut batch.items);
+        for item in items.drain(..) {
+            read += 1;
+            if let Some((at, limit)) = deadline
+                && read.is_multiple_of(1024)
+                && Instant::now() >= at
+            {
+                return Ok(Completion::Incomplete(format!(
+                    "stopped at the time limit of {} s, after {} events",
+                    limit.as_secs(),
+                    builder.events()
+                )));
+            }
+            let event_id = batch.event_id(&item);
+            let event = match item.parsed {
+                Ok(event) => event,
+                Err(kind) => {
+                    builder.not_compared(kind.as_str(), 1);
+                    continue;
+                }
+            };
+            if sides.baseline.is_none() && item.recorded.is_none() {
+                builder.not_compared("no recorded decision", 1);
                 continue;
             }
-        };
-        if sides.baseline.is_none() && ev.recorded.is_none() {
-            builder.not_compared("no recorded decision", 1);
-            continue;
-        }
-        engine
-            .evaluate_sides(&prepared, &specs, &mut evals, &mut outcomes)
-            .await;
-        let last = specs.len() - 1;
-        let degraded = side_scores(&outcomes[last], &mut scores);
-        fill(
-            &mut cand,
-            &evals[last],
-            &cand_ids,
-            &scores,
-            degraded,
-            builder,
-        );
-        match (&base_ids, &ev.recorded) {
-            (Some(ids), _) => {
-                let degraded = side_scores(&outcomes[0], &mut scores);
-                fill(&mut base, &evals[0], ids, &scores, degraded, builder)
-            }
-            (None, Some(rec)) => {
-                base.clear();
-                base.outcome = rec.decision;
-                for (hits, out) in [
-                    (rec.hits(), &mut base.hits),
-                    (rec.shadow_hits(), &mut base.shadow_hits),
-                ] {
-                    for h in hits.iter() {
-                        out.push(RuleHit {
-                            rule: builder.intern_rule(h.rule),
-                            action: h.action,
+            let prepared = engine.enrich(event, Instant::now(), Duration::ZERO);
+            engine
+                .evaluate_sides(&prepared, &specs, &mut evals, &mut outcomes)
+                .await;
+            let last = specs.len() - 1;
+            let degraded = side_scores(&outcomes[last], &mut scores);
+            fill(
+                &mut cand,
+                &evals[last],
+                &cand_ids,
+                &scores,
+                degraded,
+                builder,
+            );
+            match (&base_ids, &item.recorded) {
+                (Some(ids), _) => {
+                    let degraded = side_scores(&outcomes[0], &mut scores);
+                    fill(&mut base, &evals[0], ids, &scores, degraded, builder)
+                }
+                (None, Some(rec)) => {
+                    base.clear();
+                    base.outcome = rec.decision;
+                    for (rule, action) in batch.hits(rec) {
+                        base.hits.push(RuleHit {
+                            rule: builder.intern_rule(rule),
+                            action,
                         });
                     }
+                    for (rule, action) in batch.shadow_hits(rec) {
+                        base.shadow_hits.push(RuleHit {
+                            rule: builder.intern_rule(rule),
+                            action,
+                        });
+                    }
+                    base.scores.extend_from_slice(batch.scores(rec));
+                    base.degraded = rec.degraded;
                 }
-                base.scores.extend(rec.scores().map(|(_, v)| v));
-                base.degraded = rec.degraded();
+                (None, None) => unreachable!("events without a recorded decision are passed over"),
             }
-            (None, None) => unreachable!("events without a recorded decision are passed over"),
+            let amount = amount_slot.and_then(|slot| match prepared.event.get(slot) {
+                Value::Number(n) => Some(*n),
+                _ => None,
+            });
+            builder.add(&EventInput {
+                event_id,
+                timestamp_ms: item.timestamp_ms,
+                label: item.label,
+                amount,
+                baseline: base.input(),
+                candidate: cand.input(),
+            });
         }
-        let label = match labels {
-            Labels::None => None,
-            Labels::Field(f) => f.classify(ev.event_id, ev.event)?,
-            Labels::Chargebacks(c) => c.label(ev.event_id),
-        };
-        let amount = amount_slot.and_then(|slot| match prepared.event.get(slot) {
-            Value::Number(n) => Some(*n),
-            _ => None,
-        });
-        builder.add(&EventInput {
-            event_id: ev.event_id,
-            timestamp_ms: ev.timestamp_ms,
-            label,
-            amount,
-            baseline: base.input(),
-            candidate: cand.input(),
-        });
-    }
-    if let Labels::Field(f) = labels {
-        f.check()?;
+        batch.items = items;
+        ahead.recycle(batch);
     }
     Ok(Completion::Complete)
 }
@@ -388,7 +430,7 @@ impl Job {
             },
             ..ReaderOptions::default()
         };
-        let mut reader = HistoryReader::open(&self.history, &options)
+        let reader = HistoryReader::open(&self.history, &options)
             .with_context(|| format!("cannot read the history {}", self.history))?;
         // A recorded baseline falls back to the configured rules for
         // events the log did not decide (plain event files).
@@ -403,7 +445,7 @@ impl Job {
             }),
             None => None,
         };
-        let mut labels = match &self.label {
+        let labels = match &self.label {
             LabelSource::None => Labels::None,
             LabelSource::Field { field, rule } => {
                 Labels::Field(LabelField::new(field, rule.clone())?)
@@ -481,20 +523,20 @@ impl Job {
             candidate,
         };
         let deadline = self.time_limit.map(|d| (started + d, d));
-        let completion = run(
+        let passed = run(
             engine,
-            &mut reader,
+            reader,
             &sides,
-            &mut labels,
+            labels,
             amount_slot,
             &mut builder,
             deadline,
         )
         .await?;
-        let report = builder.finish(completion)?;
+        let report = builder.finish(passed.completion)?;
         Ok(Outcome {
             report,
-            read: reader.stats().clone(),
+            read: passed.read,
             elapsed: started.elapsed(),
         })
     }

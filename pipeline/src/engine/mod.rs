@@ -829,6 +829,11 @@ impl Engine {
         &self.catalogue
     }
 
+    /// The parser of the configured event schema.
+    pub fn parser(&self) -> &EventParser {
+        &self.parser
+    }
+
     /// The source positions the restored feature snapshot covers
     /// (`topic/partition` → next offset); empty without one.
     pub fn restored_positions(&self) -> &BTreeMap<String, i64> {
@@ -860,17 +865,33 @@ impl Engine {
         position: impl FnOnce() -> Position,
         read_at: Instant,
     ) -> Result<Prepared, Rejected> {
-        let mut timings = StageTimings::default();
-        let event = match self.parser.parse(bytes) {
-            Ok(event) => event,
-            Err(rejection) => {
-                return Err(Rejected {
-                    letter: Box::new(DeadLetter::new(position(), &rejection, bytes)),
-                    kind: rejection.kind(),
-                });
-            }
+        let event = self.parse(bytes, position)?;
+        let parsed = read_at.elapsed();
+        Ok(self.enrich(event, read_at, parsed))
+    }
+
+    /// The first half of [`Engine::prepare`]: parses and validates one
+    /// event, touching no state, so a pass may parse on one thread while
+    /// another enriches the events before.
+    pub fn parse(
+        &self,
+        bytes: &[u8],
+        position: impl FnOnce() -> Position,
+    ) -> Result<Event, Rejected> {
+        self.parser.parse(bytes).map_err(|rejection| Rejected {
+            letter: Box::new(DeadLetter::new(position(), &rejection, bytes)),
+            kind: rejection.kind(),
+        })
+    }
+
+    /// The second half of [`Engine::prepare`]: reads-then-updates the
+    /// features of a parsed event (call in source order); `parsed` is how
+    /// long parsing took, for the stage timings.
+    pub fn enrich(&self, event: Event, read_at: Instant, parsed: Duration) -> Prepared {
+        let mut timings = StageTimings {
+            parse: parsed,
+            ..StageTimings::default()
         };
-        timings.parse = read_at.elapsed();
         let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
         let mut duplicate = false;
         let mut dedup = None;
@@ -878,16 +899,16 @@ impl Engine {
             let update = store.read_and_update_slot(&event, &mut features);
             duplicate = update.outcome == verdict_features::UpdateOutcome::Duplicate;
             dedup = update.slot.map(|slot| (slot, update.id_hash));
-            timings.features = read_at.elapsed() - timings.parse;
+            timings.features = read_at.elapsed().saturating_sub(timings.parse);
         }
-        Ok(Prepared {
+        Prepared {
             event,
             features,
             read_at,
             timings,
             duplicate,
             dedup,
-        })
+        }
     }
 
     /// Scores, runs the rules and builds the decision of a prepared event.
