@@ -14,6 +14,7 @@
 //!
 //! ```sh
 //! cargo bench -p verdict-benches --bench backtest              # 1,000,000 events
+//! cargo test -p verdict-benches --bench backtest               # 2,000, unoptimised: a smoke test
 //! EVENTS=200000 cargo bench -p verdict-benches --bench backtest
 //! # keep the log in a folder, and on later runs backtest it without the
 //! # set-up (for profiling the pass alone)
@@ -151,12 +152,20 @@ fn main() {
     {
         return;
     }
+    // `cargo test --all-targets` runs this target unoptimised, without
+    // `--bench`: there it backtests a few thousand events, to show that the
+    // bench works, and its figure means nothing.
+    let measured = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .filter(|_| measured)
+        .unwrap_or(if measured { 1_000_000 } else { 2_000 });
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let (log, decided) = match std::env::var_os("BACKTEST_LOG_DIR").map(PathBuf::from) {
+    let kept = std::env::var_os("BACKTEST_LOG_DIR")
+        .map(PathBuf::from)
+        .filter(|_| measured);
+    let (log, decided) = match kept {
         Some(kept) if kept.exists() => {
             eprintln!("backtest bench: the log in {} (no set-up)", kept.display());
             (kept, None)
