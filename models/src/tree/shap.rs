@@ -242,20 +242,6 @@ fn expectation(e: &Ensemble, cover: &[f64], root: u32) -> f64 {
     results.pop().unwrap_or(0.0)
 }
 
-/// `RECIP[k]` is `1 / k`: the recursion divides by small integers (and by
-/// the same fractions) at every step; multiplying by reciprocals instead
-/// keeps the divider, the slowest unit on the way, out of the inner loops.
-/// The results differ from the divisions' by an ulp or so.
-const RECIP: [f64; MAX_SHAP_DEPTH as usize + 3] = {
-    let mut r = [0.0; MAX_SHAP_DEPTH as usize + 3];
-    let mut k = 1;
-    while k < r.len() {
-        r[k] = 1.0 / k as f64;
-        k += 1;
-    }
-    r
-};
-
 fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: i64) {
     path[depth] = PathElement {
         feature,
@@ -263,10 +249,10 @@ fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: 
         one,
         pweight: if depth == 0 { 1.0 } else { 0.0 },
     };
-    let r = RECIP[depth + 1];
+    let d1 = (depth + 1) as f64;
     for i in (0..depth).rev() {
-        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 * r;
-        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 * r;
+        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 / d1;
+        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 / d1;
     }
 }
 
@@ -275,18 +261,13 @@ fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
     let zero = path[index].zero;
     let mut next = path[depth].pweight;
     let d1 = (depth + 1) as f64;
-    let r = RECIP[depth + 1];
-    if one != 0.0 {
-        let inv_one = 1.0 / one;
-        for i in (0..depth).rev() {
+    for i in (0..depth).rev() {
+        if one != 0.0 {
             let tmp = path[i].pweight;
-            path[i].pweight = next * d1 * RECIP[i + 1] * inv_one;
-            next = tmp - path[i].pweight * zero * (depth - i) as f64 * r;
-        }
-    } else {
-        let inv_zero = 1.0 / zero;
-        for i in (0..depth).rev() {
-            path[i].pweight = path[i].pweight * d1 * inv_zero * RECIP[depth - i];
+            path[i].pweight = next * d1 / ((i + 1) as f64 * one);
+            next = tmp - path[i].pweight * zero * (depth - i) as f64 / d1;
+        } else {
+            path[i].pweight = path[i].pweight * d1 / (zero * (depth - i) as f64);
         }
     }
     for i in index..depth {
@@ -302,17 +283,15 @@ fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
     let mut next = path[depth].pweight;
     let mut total = 0.0;
     if one != 0.0 {
-        let inv_one = 1.0 / one;
         for i in (0..depth).rev() {
-            let tmp = next * RECIP[i + 1] * inv_one;
+            let tmp = next / ((i + 1) as f64 * one);
             total += tmp;
             next = path[i].pweight - tmp * zero * (depth - i) as f64;
         }
     } else {
         for i in (0..depth).rev() {
-            total += path[i].pweight * RECIP[depth - i];
+            total += path[i].pweight / (zero * (depth - i) as f64);
         }
-        total /= zero;
     }
     total * (depth + 1) as f64
 }
