@@ -137,41 +137,42 @@ impl Follower {
     /// checking writes a temporary folder.
     pub fn offer(&self, version: RuleSetVersion) {
         let version = Arc::new(version);
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(version.number, version.clone());
         let newer = self
             .serving
             .borrow()
             .as_ref()
             .is_none_or(|s| version.number > s.version.number);
-        if !newer {
-            return;
-        }
-        match engine::check(&version.files, &self.catalogue) {
-            Ok(checked) => {
-                tracing::info!(number = version.number, version = %version.version, "rule-set version serves");
-                self.serving.send_replace(Some(Served {
-                    version,
-                    rules: Arc::new(checked.rules),
-                }));
+        if newer {
+            match engine::check(&version.files, &self.catalogue) {
+                Ok(checked) => {
+                    tracing::info!(number = version.number, version = %version.version, "rule-set version serves");
+                    self.serving.send_replace(Some(Served {
+                        version: version.clone(),
+                        rules: Arc::new(checked.rules),
+                    }));
+                }
+                Err(errors) => {
+                    tracing::warn!(
+                        number = version.number,
+                        errors = errors.len(),
+                        "rule-set version refused: it does not check; the serving one stays"
+                    );
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Refusal {
+                            number: version.number,
+                            errors,
+                        });
+                }
             }
-            Err(errors) => {
-                tracing::warn!(
-                    number = version.number,
-                    errors = errors.len(),
-                    "rule-set version refused: it does not check; the serving one stays"
-                );
-                self.refused
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Refusal {
-                        number: version.number,
-                        errors,
-                    });
-            }
         }
+        // Into the history last, once served or refused: whoever waits to see
+        // a version read (`read_back`, a test) then sees its outcome too.
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(version.number, version);
     }
 
     pub fn history(&self) -> Vec<Arc<RuleSetVersion>> {
