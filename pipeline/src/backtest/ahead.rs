@@ -14,25 +14,15 @@ use std::ops::Range;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use verdict_backtest::BacktestError;
 use verdict_core::{Action, Event, EventParser, RejectionKind};
-use verdict_history::{HistoryError, HistoryReader, ReaderStats};
+use verdict_history::{HistoryReader, ReaderStats};
 
-use super::Labels;
+use super::{Labels, PassError};
 
 /// Events per batch: enough to make a hand-over cheap beside the work.
 const BATCH: usize = 256;
 /// Batches filled ahead of the pass: bounds the memory read ahead.
 const AHEAD: usize = 8;
-
-/// Why reading ahead stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    History(#[from] HistoryError),
-    #[error(transparent)]
-    Label(#[from] BacktestError),
-}
 
 /// One event read ahead.
 pub struct Item {
@@ -125,7 +115,7 @@ pub struct Finished {
 
 /// The reading thread and its two channels.
 pub struct ReadAhead {
-    batches: tokio::sync::mpsc::Receiver<Result<Batch, ReadError>>,
+    batches: tokio::sync::mpsc::Receiver<Result<Batch, PassError>>,
     spent: mpsc::Sender<Batch>,
     thread: Option<JoinHandle<Finished>>,
 }
@@ -173,7 +163,7 @@ impl ReadAhead {
     }
 
     /// The next batch in order; `None` once the history is read.
-    pub async fn next(&mut self) -> Option<Result<Batch, ReadError>> {
+    pub async fn next(&mut self) -> Option<Result<Batch, PassError>> {
         self.batches.recv().await
     }
 
@@ -205,7 +195,7 @@ fn fill(
     reader: &mut HistoryReader,
     read: &Reading,
     labels: &mut Labels,
-) -> Result<bool, ReadError> {
+) -> Result<bool, PassError> {
     while batch.items.len() < BATCH {
         let Some(ev) = reader.next()? else {
             return Ok(false);

@@ -39,7 +39,7 @@ use crate::engine::{Engine, Side, SideModel};
 
 mod ahead;
 
-use ahead::{ReadAhead, ReadError};
+use ahead::ReadAhead;
 
 /// Where the ground truth comes from.
 pub enum Labels {
@@ -82,15 +82,6 @@ pub enum PassError {
     Report(#[from] BacktestError),
     #[error("cannot start the thread that reads the history: {0}")]
     Thread(std::io::Error),
-}
-
-impl From<ReadError> for PassError {
-    fn from(e: ReadError) -> PassError {
-        match e {
-            ReadError::History(e) => PassError::History(e),
-            ReadError::Label(e) => PassError::Report(e),
-        }
-    }
 }
 
 /// The report's view of a rule set's rules.
