@@ -10,7 +10,8 @@
 //! - `treelite/1`: the same trees compiled to C by treelite + tl2cgen, one
 //!   `predict` call a row (`scripts/ensure-treelite.sh` builds
 //!   `.verdict/treelite/fraud-gbt.so`, or set `VERDICT_TREELITE_LIB`;
-//!   skipped without it).
+//!   skipped without it);
+//! - `explain/1`: exact TreeSHAP contributions of one row, top 5.
 //!
 //! Needs ONNX Runtime (scripts/ensure-python.sh, `ORT_DYLIB_PATH`).
 
@@ -125,6 +126,18 @@ fn native(c: &mut Criterion) {
             })
         });
     }
+
+    let mut contributions = Vec::new();
+    let mut at = 0;
+    group.bench_function(BenchmarkId::new("explain", 1), |b| {
+        b.iter(|| {
+            at = (at + 1) % rows.len();
+            let totals = native
+                .explain(black_box(&rows[at]), 5, &mut contributions)
+                .expect("explain");
+            black_box(totals.margin)
+        })
+    });
 
     group.throughput(Throughput::Elements(32));
     let flat: Vec<f32> = rows.iter().cycle().take(32).flatten().copied().collect();
