@@ -249,18 +249,11 @@ fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: 
         one,
         pweight: if depth == 0 { 1.0 } else { 0.0 },
     };
-    // Each new weight from the old ones: element `i + 1` gets `i`'s share
-    // of `one` added to its own share of `zero`. Carried in a register, not
-    // read back from the element just written, so the steps do not wait on
-    // each other.
     let d1 = (depth + 1) as f64;
-    let mut upper = path[depth].pweight;
     for i in (0..depth).rev() {
-        let old = path[i].pweight;
-        path[i + 1].pweight = upper + one * old * (i + 1) as f64 / d1;
-        upper = zero * old * (depth - i) as f64 / d1;
+        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 / d1;
+        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 / d1;
     }
-    path[0].pweight = upper;
 }
 
 fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
