@@ -392,6 +392,48 @@ impl FeatureDefs {
         })
     }
 
+    /// Places kind `name` as `placement` says (`local` or `shared`), over
+    /// what the definitions say; an unknown kind or placement is an error
+    /// that says which.
+    pub fn place(&mut self, name: &str, placement: &str) -> Result<(), String> {
+        let kinds: Vec<&str> = self.entities.iter().map(|e| e.name.as_str()).collect();
+        let known = kinds.join(", ");
+        let entity = self
+            .entities
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| {
+                format!("`{name}` is not an entity kind of the definitions ({known})")
+            })?;
+        entity.placement = match placement {
+            "local" => Placement::Local,
+            "shared" => Placement::Shared,
+            other => {
+                return Err(format!(
+                    "placement `{other}` for `{name}`: use \"local\" (kept in this process) or \"shared\" (kept in Redis)"
+                ));
+            }
+        };
+        Ok(())
+    }
+
+    /// Places every kind `local`: for a process that sees every event of
+    /// the stream (a replay, an export, a backtest), where the local
+    /// windows are the whole and equal the shared ones.
+    pub fn place_all_local(&mut self) {
+        for e in &mut self.entities {
+            e.placement = Placement::Local;
+        }
+    }
+
+    /// The kinds placed `shared`, by name.
+    pub fn shared_kinds(&self) -> impl Iterator<Item = &str> {
+        self.entities
+            .iter()
+            .filter(|e| e.placement == Placement::Shared)
+            .map(|e| e.name.as_str())
+    }
+
     /// Whether any entity kind is placed `shared`.
     pub fn has_shared(&self) -> bool {
         self.entities

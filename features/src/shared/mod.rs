@@ -45,7 +45,7 @@ mod reply;
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use verdict_core::{Event, Record, Value};
 
 use crate::FeatureStore;
@@ -66,14 +66,23 @@ pub const MAX_VALUE_BYTES: usize = 1_024;
 
 /// Where the shared store is and how long it may take; `[features.shared]`
 /// in `verdict.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SharedConfig {
     /// `redis://host:port` (or `rediss://` for TLS, with `user:password@`
     /// when the server wants them); for a cluster, one or more of its nodes.
+    /// One text (as from an environment variable) may give several,
+    /// separated by commas.
+    #[serde(deserialize_with = "one_or_many", serialize_with = "redacted_urls")]
     pub urls: Vec<String>,
     /// Whether `urls` are nodes of a Redis Cluster.
     pub cluster: bool,
+    /// An ACL user name, over the URLs' (unset: theirs, or `default`).
+    pub username: Option<String>,
+    /// The password, over the URLs' (from a Secret, say:
+    /// `VERDICT_FEATURES__SHARED__PASSWORD`); never shown.
+    #[serde(serialize_with = "redacted_password")]
+    pub password: Option<String>,
     /// How long one batch may take, round trip included, before its events
     /// are decided without the shared features.
     pub deadline_ms: u64,
@@ -92,11 +101,68 @@ pub struct SharedConfig {
     pub max_reply_bytes: usize,
 }
 
+/// The URLs with their passwords hidden: a configuration shown is never a
+/// credential leaked.
+fn redacted_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact(u)))
+}
+
+fn redacted_password<S: serde::Serializer>(p: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+/// A list of texts, or one text of comma-separated ones.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(d)? {
+        Urls::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Urls::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_a_list_or_one_text_of_several() {
+        let c: SharedConfig = toml::from_str("urls = [\"redis://a:1\", \"redis://b:2\"]").unwrap();
+        assert_eq!(c.urls, ["redis://a:1", "redis://b:2"]);
+        let c: SharedConfig = toml::from_str("urls = \"redis://a:1, redis://b:2\"").unwrap();
+        assert_eq!(c.urls, ["redis://a:1", "redis://b:2"]);
+        assert!(toml::from_str::<SharedConfig>("urls = 3").is_err());
+        let shown = toml::to_string(&SharedConfig {
+            urls: vec!["rediss://verdict:s3cret@r:6380".into()],
+            ..SharedConfig::default()
+        })
+        .unwrap();
+        assert!(
+            shown.contains("rediss://***@r:6380") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+}
+
 impl Default for SharedConfig {
     fn default() -> Self {
         SharedConfig {
             urls: vec!["redis://127.0.0.1:6379".into()],
             cluster: false,
+            username: None,
+            password: None,
             deadline_ms: 50,
             connect_timeout_ms: 1_000,
             dedup_ttl_secs: 900,
@@ -254,12 +320,47 @@ impl SharedStore {
         &self.config
     }
 
+    /// The standalone server's address, with the configured credentials.
+    fn connection_info(&self) -> Result<redis::ConnectionInfo, SharedError> {
+        use redis::IntoConnectionInfo;
+        let info = self.config.urls[0]
+            .as_str()
+            .into_connection_info()
+            .map_err(redis_error)?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &self.config.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.config.password {
+            settings = settings.set_password(password);
+        }
+        Ok(info.set_redis_settings(settings))
+    }
+
+    /// The servers, passwords hidden, for logs.
+    pub fn describe(&self) -> String {
+        let urls: Vec<String> = self.config.urls.iter().map(|u| redact(u)).collect();
+        format!(
+            "{}{}",
+            if self.config.cluster { "cluster " } else { "" },
+            urls.join(",")
+        )
+    }
+
     async fn connection(&self) -> Result<Conn, SharedError> {
         let connect = Duration::from_millis(self.config.connect_timeout_ms);
         self.conn
             .get_or_try_init(|| async {
                 if self.config.cluster {
-                    let client = redis::cluster::ClusterClient::builder(self.config.urls.clone())
+                    let mut builder =
+                        redis::cluster::ClusterClient::builder(self.config.urls.clone());
+                    if let Some(user) = &self.config.username {
+                        builder = builder.username(user.clone());
+                    }
+                    if let Some(password) = &self.config.password {
+                        builder = builder.password(password.clone());
+                    }
+                    let client = builder
                         .connection_timeout(connect)
                         .response_timeout(Duration::from_millis(self.config.deadline_ms.max(1) * 4))
                         .retries(2)
@@ -269,7 +370,7 @@ impl SharedStore {
                     Ok(Conn::Cluster(conn))
                 } else {
                     let client =
-                        redis::Client::open(self.config.urls[0].as_str()).map_err(redis_error)?;
+                        redis::Client::open(self.connection_info()?).map_err(redis_error)?;
                     let config = redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(connect))
                         .set_response_timeout(None)
