@@ -199,6 +199,15 @@ pub struct FeaturesConfig {
     /// Memory the store may hold, in MiB; beyond it the longest-idle
     /// entities are evicted.
     pub memory_budget_mb: u64,
+    /// Where the kinds the feature definitions place `shared` are kept
+    /// (`[features.shared]`: Redis URLs, deadline, key prefix). Required
+    /// when any kind is shared; unused otherwise.
+    pub shared: Option<verdict_features::shared::SharedConfig>,
+    /// Entity kind → `local` or `shared`, over the feature definitions'
+    /// `[placement]` (`[features.placement]`, or
+    /// `VERDICT_FEATURES__PLACEMENT__DEVICE=shared`): a deployment shares
+    /// its kinds without editing the definitions.
+    pub placement: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for FeaturesConfig {
@@ -209,6 +218,8 @@ impl Default for FeaturesConfig {
             lateness_secs: store.lateness_secs,
             dedup_capacity: store.dedup_capacity,
             memory_budget_mb: store.memory_budget_mb,
+            shared: None,
+            placement: Default::default(),
         }
     }
 }

@@ -121,6 +121,7 @@ async fn decide_requests(
 ) {
     let engine = &*engine;
     let mut window: Window<oneshot::Sender<Output>, _> = Window::new(limit);
+    let mut burst = engine.burst();
     let mut open = true;
     while open || !window.is_empty() {
         tokio::select! {
@@ -141,7 +142,7 @@ async fn decide_requests(
                 loop {
                     metrics.event();
                     let prepared = engine
-                        .prepare(&request.body, http_position, request.read_at)
+                        .prepare_in(&mut burst, &request.body, http_position, request.read_at)
                         .map(|p| engine.finish(p));
                     if let Err(rejected) = &prepared {
                         metrics.dead_letter(rejected.kind);
@@ -152,6 +153,9 @@ async fn decide_requests(
                         _ => break,
                     }
                 }
+                // One round trip to the shared store for the requests
+                // taken together.
+                burst.send();
                 // The callers are waiting: score now, with whatever else
                 // waits, rather than wait for the scoring thread.
                 engine.help_score();

@@ -56,6 +56,10 @@ pub struct Metrics {
     in_rebalance: IntGauge,
     outputs_dropped: IntCounter,
     resumed: IntCounter,
+    shared_seconds: Histogram,
+    shared_operations: IntCounter,
+    shared_errors: IntCounterVec,
+    local_incomplete: IntGauge,
     /// `decisions` children by outcome (approve, review, deny), resolved
     /// once so that counting a decision looks no label up.
     by_outcome: [IntCounter; 3],
@@ -208,8 +212,47 @@ impl Metrics {
              decided again.",
         )
         .expect("valid metric");
+        let shared_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "verdict_shared_store_seconds",
+                "Round trip of one burst of shared-store operations (every shared entity of \
+                 every event of the burst, in one pipeline), deadline included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let shared_operations = IntCounter::new(
+            "verdict_shared_store_operations_total",
+            "Entity operations (one per shared entity per event) answered by the shared store.",
+        )
+        .expect("valid metric");
+        let shared_errors = IntCounterVec::new(
+            Opts::new(
+                "verdict_shared_store_errors_total",
+                "Bursts of shared-store operations that failed, by kind (timeout, unavailable, \
+                 server, reply, too_large); their events were decided degraded, without the \
+                 shared features.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for kind in ["timeout", "unavailable", "server", "reply", "too_large"] {
+            shared_errors.with_label_values(&[kind]);
+        }
+        let local_incomplete = IntGauge::new(
+            "verdict_local_kinds_incomplete",
+            "Entity kinds kept in this process (placement local) though not keyed by the \
+             message key, while this instance owns only some of the events topic's \
+             partitions: their windows count only this instance's share of their events. \
+             0 when safe; place such kinds `shared`.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(local_incomplete.clone()),
+            Box::new(shared_seconds.clone()),
+            Box::new(shared_operations.clone()),
+            Box::new(shared_errors.clone()),
             Box::new(resumed.clone()),
             Box::new(rebalances.clone()),
             Box::new(in_rebalance.clone()),
@@ -276,7 +319,29 @@ impl Metrics {
             in_rebalance,
             outputs_dropped,
             resumed,
+            shared_seconds,
+            shared_operations,
+            shared_errors,
+            local_incomplete,
         }
+    }
+
+    /// Local kinds whose windows are incomplete now (see the metric).
+    pub fn set_local_incomplete(&self, kinds: usize) {
+        self.local_incomplete.set(kinds as i64);
+    }
+
+    /// A burst of `operations` shared-store operations answered in
+    /// `elapsed`.
+    pub fn shared_completed(&self, operations: usize, elapsed: Duration) {
+        self.shared_operations.inc_by(operations as u64);
+        self.shared_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A burst of shared-store operations failed (`kind`: timeout,
+    /// unavailable, server, reply, too_large).
+    pub fn shared_failed(&self, kind: &str, _operations: usize) {
+        self.shared_errors.with_label_values(&[kind]).inc();
     }
 
     /// A lane entered (`true`) or left a rebalance callback.

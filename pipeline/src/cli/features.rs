@@ -94,7 +94,8 @@ fn feature_engine(overrides: &EngineOverrides) -> Result<Engine> {
     config.engine.rules_watch_ms = 0;
     config.model = None;
     config.features.snapshot = None;
-    Engine::load(&config)
+    // A file is the whole stream: every kind is local, shared ones too.
+    Engine::load_for_files_in_process(&config)
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {

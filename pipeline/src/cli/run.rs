@@ -66,6 +66,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let engine = check_config(&config)?;
         println!("# The configuration Verdict resolved (credentials redacted):\n");
         println!("{}", config.redacted_toml());
+        print!("{}", placements(&engine));
         println!(
             "# ok: rule set {}, model {}, {} lanes; Verdict would start with this configuration",
             engine.ruleset_version(),
@@ -95,4 +96,37 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     ));
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--check-config` says of each entity kind's placement.
+fn placements(engine: &Engine) -> String {
+    let kinds = engine.placements();
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("# Where each entity kind's windows are kept:\n");
+    for p in kinds {
+        let line = if p.shared {
+            format!(
+                "shared, in Redis ({}): every instance reads and adds to one state",
+                engine.shared_store().unwrap_or_default()
+            )
+        } else if p.message_key {
+            format!(
+                "local, keyed by {} (the message key): complete in the instance that owns its \
+                 partition",
+                p.key_field
+            )
+        } else {
+            format!(
+                "local, keyed by {}, not the message key: complete only while one instance \
+                 owns every partition; with more instances each counts only its share, so \
+                 place it shared ([features.placement] {} = \"shared\", with [features.shared])",
+                p.key_field, p.kind
+            )
+        };
+        text.push_str(&format!("#   {}: {line}\n", p.kind));
+    }
+    text.push('\n');
+    text
 }

@@ -23,7 +23,8 @@ use verdict_core::{
     Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, RejectionKind,
     Schema, ValueType,
 };
-use verdict_features::{FeatureDefs, FeatureStore, StoreStats};
+use verdict_features::shared::SharedStore;
+use verdict_features::{FeatureDefs, FeatureStore, StoreStats, UpdateOutcome};
 use verdict_models::{Manifest, ModelConfig, ModelError, ModelObserver, ModelOutcome, Models};
 use verdict_rules::reload::{Live, ReloadObserver, Reloader};
 use verdict_rules::{Diagnostics, Evaluation, RuleSet};
@@ -33,7 +34,10 @@ use crate::metrics::Metrics;
 use vetting::Vetting;
 
 mod recent;
+mod shared;
 pub mod vetting;
+
+pub use shared::Burst;
 
 /// Time spent in each stage of one event, for the latency histograms.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,6 +89,11 @@ pub struct Prepared {
     /// Where the store's dedup keeps the event's id (its first delivery's,
     /// for a redelivery), and the id's hash.
     pub dedup: Option<(verdict_features::DedupSlot, u64)>,
+    /// Where its shared features come from, when some kinds are shared.
+    shared: Option<shared::Ticket>,
+    /// Some of its features are missing (a shared kind without its burst,
+    /// or whose burst failed): the decision is degraded.
+    missing_features: bool,
 }
 
 /// A decided event.
@@ -155,6 +164,10 @@ pub struct Engine {
     rules: Option<Rules>,
     observer: Arc<Observer>,
     features: Option<Arc<FeatureStore>>,
+    /// The shared store, when the definitions place kinds `shared` and the
+    /// engine decides a live stream (not for files: there every kind is
+    /// local, see [`Placements`]).
+    shared: Option<Arc<SharedStore>>,
     /// Feature slots the record has (the store's and the declared ones).
     feature_slots: usize,
     model: ModelStage,
@@ -170,6 +183,27 @@ pub struct Engine {
     /// The `verdict` binary that vets a model file in a child process
     /// before it is loaded here (see [`vetting`]); unset: loaded directly.
     vet_with: Option<PathBuf>,
+}
+
+/// Where one entity kind's windows are kept ([`Engine::placements`]).
+#[derive(Debug, Clone)]
+pub struct KindPlacement {
+    pub kind: String,
+    /// The event field that keys it.
+    pub key_field: String,
+    /// In the shared store (else in this process).
+    pub shared: bool,
+    /// Keyed by the message key (`user_id`): every event of one key reaches
+    /// the instance that owns its partition, so `local` is complete.
+    pub message_key: bool,
+}
+
+impl KindPlacement {
+    /// Kept locally though its events are spread over every instance: with
+    /// more than one, each counts only its share.
+    pub fn incomplete_when_scaled(&self) -> bool {
+        !self.shared && !self.message_key
+    }
 }
 
 /// A model loaded for one side of a backtest ([`Engine::load_side_model`]),
@@ -364,12 +398,38 @@ pub fn catalogue_and_store(
     config: &Config,
     schema: &Schema,
 ) -> Result<(Catalogue, Option<FeatureStore>)> {
+    catalogue_and_store_placed(config, schema, Placements::AsDefined)
+}
+
+/// Where the engine keeps the kinds the definitions place `shared`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placements {
+    /// As the definitions say: a live stream, of which this instance may
+    /// see a share.
+    AsDefined,
+    /// Every kind local: a file (replay, export, backtest) is the whole
+    /// stream, so local windows hold every event and equal shared ones.
+    AllLocal,
+}
+
+fn catalogue_and_store_placed(
+    config: &Config,
+    schema: &Schema,
+    placements: Placements,
+) -> Result<(Catalogue, Option<FeatureStore>)> {
     let mut catalogue = Catalogue::from_schema(schema);
     let store = match &config.engine.features {
         Some(p) => {
             let path = config.resolve(p);
-            let defs = FeatureDefs::load(&path, schema)
+            let mut defs = FeatureDefs::load(&path, schema)
                 .with_context(|| format!("loading the feature definitions {}", path.display()))?;
+            for (kind, placement) in &config.features.placement {
+                defs.place(kind, placement)
+                    .map_err(|why| anyhow::anyhow!("[features.placement]: {why}"))?;
+            }
+            if placements == Placements::AllLocal {
+                defs.place_all_local();
+            }
             let store = FeatureStore::new(defs, &mut catalogue, config.features.store())
                 .context("loading the batch features")?;
             for (entity, bytes) in store.bytes_per_entity() {
@@ -472,8 +532,36 @@ impl Engine {
     ) -> Result<Engine> {
         let schema_path = config.resolve(&config.engine.schema);
         let schema = Arc::new(Schema::load(&schema_path).context("loading the event schema")?);
-        let (mut catalogue, store) = catalogue_and_store(config, &schema)?;
+        let placements = match deadlines {
+            Deadlines::WallClock => Placements::AsDefined,
+            Deadlines::None => Placements::AllLocal,
+        };
+        let (mut catalogue, store) = catalogue_and_store_placed(config, &schema, placements)?;
         let observer = Arc::new(Observer::default());
+        let shared = match &store {
+            Some(store) if store.defs().has_shared() => {
+                let kinds: Vec<&str> = store.defs().shared_kinds().collect();
+                let Some(sc) = config.features.shared.clone() else {
+                    bail!(
+                        "{} placed `shared` (by the feature definitions' [placement] or \
+                         [features.placement]), but the configuration has no [features.shared] \
+                         section: give the Redis URLs there (urls = [\"redis://host:6379\"]), \
+                         or place every kind local",
+                        kinds.join(", ")
+                    );
+                };
+                let client =
+                    SharedStore::new(sc, Box::new(shared::SharedMetrics(observer.clone())))
+                        .context("the shared feature store")?;
+                tracing::info!(
+                    kinds = %kinds.join(","),
+                    redis = %client.describe(),
+                    "kinds kept in the shared store"
+                );
+                Some(Arc::new(client))
+            }
+            _ => None,
+        };
         let mc = model_config(config);
         if let (Some(exe), Some(mc)) = (&vet_with, &mc) {
             for manifest in std::iter::once(&mc.manifest).chain(&mc.challenger) {
@@ -603,6 +691,7 @@ impl Engine {
             rules,
             observer,
             features,
+            shared,
             feature_slots,
             model,
             model_slots,
@@ -859,15 +948,65 @@ impl Engine {
 
     /// Parses one event and reads-then-updates its features. Call in source
     /// order. A bad event comes back as its dead-letter record.
+    ///
+    /// Kinds placed `shared` read missing here (and the decision is
+    /// degraded): a source of a live stream prepares with
+    /// [`prepare_in`](Self::prepare_in).
     pub fn prepare(
         &self,
         bytes: &[u8],
         position: impl FnOnce() -> Position,
         read_at: Instant,
     ) -> Result<Prepared, Rejected> {
+        self.prepare_in(&mut Burst::none(), bytes, position, read_at)
+    }
+
+    /// As [`prepare`](Self::prepare), adding the event's shared-entity
+    /// operations to `burst` (see [`Engine::burst`]); send the burst once
+    /// the events available for now are prepared.
+    pub fn prepare_in(
+        &self,
+        burst: &mut Burst,
+        bytes: &[u8],
+        position: impl FnOnce() -> Position,
+        read_at: Instant,
+    ) -> Result<Prepared, Rejected> {
         let event = self.parse(bytes, position)?;
         let parsed = read_at.elapsed();
-        Ok(self.enrich(event, read_at, parsed))
+        Ok(self.enrich_in(burst, event, read_at, parsed))
+    }
+
+    /// Every entity kind's placement, as this engine keeps it.
+    pub fn placements(&self) -> Vec<KindPlacement> {
+        let Some(store) = &self.features else {
+            return Vec::new();
+        };
+        store
+            .defs()
+            .entities
+            .iter()
+            .map(|e| KindPlacement {
+                kind: e.name.clone(),
+                key_field: e.key_field.clone(),
+                shared: e.placement == verdict_features::Placement::Shared,
+                message_key: Some(e.key_slot) == self.key_slot,
+            })
+            .collect()
+    }
+
+    /// The shared store's servers (passwords hidden), when kinds are shared.
+    pub fn shared_store(&self) -> Option<String> {
+        self.shared.as_ref().map(|s| s.describe())
+    }
+
+    /// A source's bursts of shared-store operations: active when kinds are
+    /// placed `shared`. Call within the runtime that decides (its runner
+    /// is a task there).
+    pub fn burst(&self) -> Burst {
+        match (&self.shared, &self.features) {
+            (Some(shared), Some(features)) => Burst::new(shared.clone(), features.clone()),
+            _ => Burst::none(),
+        }
     }
 
     /// The first half of [`Engine::prepare`]: parses and validates one
@@ -888,6 +1027,16 @@ impl Engine {
     /// features of a parsed event (call in source order); `parsed` is how
     /// long parsing took, for the stage timings.
     pub fn enrich(&self, event: Event, read_at: Instant, parsed: Duration) -> Prepared {
+        self.enrich_in(&mut Burst::none(), event, read_at, parsed)
+    }
+
+    fn enrich_in(
+        &self,
+        burst: &mut Burst,
+        event: Event,
+        read_at: Instant,
+        parsed: Duration,
+    ) -> Prepared {
         let mut timings = StageTimings {
             parse: parsed,
             ..StageTimings::default()
@@ -895,19 +1044,25 @@ impl Engine {
         let mut features = vec![verdict_core::Value::Missing; self.feature_slots];
         let mut duplicate = false;
         let mut dedup = None;
+        let mut shared = None;
         if let Some(store) = &self.features {
             let update = store.read_and_update_slot(&event, &mut features);
-            duplicate = update.outcome == verdict_features::UpdateOutcome::Duplicate;
+            duplicate = update.outcome == UpdateOutcome::Duplicate;
             dedup = update.slot.map(|slot| (slot, update.id_hash));
+            if self.shared.is_some() {
+                shared = burst.push(&event, update.outcome);
+            }
             timings.features = read_at.elapsed().saturating_sub(timings.parse);
         }
         Prepared {
+            missing_features: self.shared.is_some() && shared.is_none(),
             event,
             features,
             read_at,
             timings,
             duplicate,
             dedup,
+            shared,
         }
     }
 
@@ -920,8 +1075,9 @@ impl Engine {
             (true, Some((slot, hash))) => self.first.get(slot, hash, prepared.event.id()),
             _ => None,
         };
+        // An event with shared features is scored once they are read.
         let scoring = match (&self.model, &repeated) {
-            (ModelStage::Loaded { models, .. }, None) => Some((
+            (ModelStage::Loaded { models, .. }, None) if prepared.shared.is_none() => Some((
                 Instant::now(),
                 models.score(&Record {
                     event: prepared.event.values(),
@@ -941,6 +1097,24 @@ impl Engine {
                     decision,
                     timings: prepared.timings,
                 };
+            }
+            let mut scoring = scoring;
+            if let Some(ticket) = prepared.shared.take() {
+                let waited = Instant::now();
+                if !shared::read(ticket, &mut prepared.features).await {
+                    prepared.missing_features = true;
+                }
+                prepared.timings.features += waited.elapsed();
+                if let ModelStage::Loaded { models, .. } = &self.model {
+                    scoring = Some((
+                        Instant::now(),
+                        models.score(&Record {
+                            event: prepared.event.values(),
+                            features: &prepared.features,
+                            model: &[],
+                        }),
+                    ));
+                }
             }
             let outcome = match scoring {
                 Some((started, scoring)) => {
@@ -1084,13 +1258,15 @@ impl Engine {
             read_at,
             mut timings,
             dedup,
+            missing_features,
             ..
         } = prepared;
-        let degraded = match &self.model {
-            ModelStage::None => false,
-            ModelStage::Unavailable => true,
-            ModelStage::Loaded { .. } => outcome.as_ref().is_none_or(|o| o.degraded),
-        };
+        let degraded = missing_features
+            || match &self.model {
+                ModelStage::None => false,
+                ModelStage::Unavailable => true,
+                ModelStage::Loaded { .. } => outcome.as_ref().is_none_or(|o| o.degraded),
+            };
         let model = self.model_values(outcome.as_ref());
         let key = self.output_key(&event);
         let started = Instant::now();

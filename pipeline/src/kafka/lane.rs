@@ -138,6 +138,7 @@ impl Lane {
             history,
         };
         let mut window = Window::new(k.max_in_flight);
+        let mut burst = engine.burst();
         let max_in_flight = k.max_in_flight.max(1);
         let commit_every = Duration::from_millis(k.commit_interval_ms);
         let shutdown = Duration::from_millis(k.shutdown_timeout_ms);
@@ -211,7 +212,8 @@ impl Lane {
                                 let topic = &k.events_topic;
                                 let (partition, offset) = (m.partition, m.offset);
                                 let prepared = engine
-                                    .prepare(
+                                    .prepare_in(
+                                        &mut burst,
                                         batch.payload(m),
                                         || Position::Kafka {
                                             topic: topic.clone(),
@@ -226,6 +228,8 @@ impl Lane {
                                     .then(|| batch.payload(m).into());
                                 window.push(Tag { partition, offset, epoch, key, event }, prepared);
                             }
+                            // The burst's shared features in one round trip.
+                            burst.send();
                             // Nothing more to read now: score what waits here
                             // rather than wait for the scoring thread.
                             engine.help_score();

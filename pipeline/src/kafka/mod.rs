@@ -96,10 +96,10 @@ impl ProducerContext for Acks {
     }
 }
 
-/// The partition counts of the output topics, asked of the brokers
-/// (off the async workers); a topic that does not exist is an error that
-/// says so.
-async fn output_topics(k: &KafkaConfig) -> Result<consumer::OutputTopics> {
+/// The partition counts of the output topics and of the events topic,
+/// asked of the brokers (off the async workers); a topic that does not
+/// exist is an error that says so.
+async fn topics(k: &KafkaConfig) -> Result<(consumer::OutputTopics, i32)> {
     let k = k.clone();
     tokio::task::spawn_blocking(move || {
         let client: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
@@ -124,10 +124,11 @@ async fn output_topics(k: &KafkaConfig) -> Result<consumer::OutputTopics> {
             );
             Ok(n)
         };
-        Ok(consumer::OutputTopics {
+        let outputs = consumer::OutputTopics {
             decisions: count(&k.decisions_topic)?,
             dead_letters: count(&k.dead_letters_topic)?,
-        })
+        };
+        Ok((outputs, count(&k.events_topic)?))
     })
     .await?
 }
@@ -163,7 +164,8 @@ impl Pipeline {
             exactly_once = k.exactly_once,
             "consuming"
         );
-        let outputs = output_topics(k).await?;
+        let (outputs, events_partitions) = topics(k).await?;
+        let mut ownership = Ownership::new(&self.engine, events_partitions);
         let finished = Arc::new(tokio::sync::Barrier::new(lanes));
         let applied = Arc::new(Applied::from_snapshot(
             &k.events_topic,
@@ -246,6 +248,8 @@ impl Pipeline {
                     }
                 }
                 _ = readiness.tick() => {
+                    let owned = statuses.iter().map(|s| s.partitions.load(Ordering::Relaxed)).sum();
+                    ownership.observe(owned, &self.metrics);
                     let all = statuses.iter().all(|s| s.ready());
                     self.ready.store(
                         all && self.engine.stages_ready() && !stop.load(Ordering::Relaxed),
@@ -261,6 +265,54 @@ impl Pipeline {
                 tracing::info!("stopped; offsets committed");
                 Ok(positions)
             }
+        }
+    }
+}
+
+/// Whether the local kinds that are not keyed by the message key see
+/// every event: only while this instance owns every partition of the
+/// events topic. Said once per change of ownership, and as
+/// `verdict_local_kinds_incomplete`.
+struct Ownership {
+    /// Local kinds not keyed by the message key.
+    kinds: Vec<String>,
+    partitions: usize,
+    /// Partitions owned when last observed.
+    owned: usize,
+}
+
+impl Ownership {
+    fn new(engine: &Engine, partitions: i32) -> Ownership {
+        Ownership {
+            kinds: engine
+                .placements()
+                .into_iter()
+                .filter(|p| p.incomplete_when_scaled())
+                .map(|p| p.kind)
+                .collect(),
+            partitions: partitions.max(0) as usize,
+            owned: 0,
+        }
+    }
+
+    /// This process's lanes own `owned` partitions now.
+    fn observe(&mut self, owned: usize, metrics: &Metrics) {
+        if owned == self.owned || self.kinds.is_empty() {
+            return;
+        }
+        self.owned = owned;
+        let incomplete = owned > 0 && owned < self.partitions;
+        metrics.set_local_incomplete(if incomplete { self.kinds.len() } else { 0 });
+        if incomplete {
+            tracing::warn!(
+                kinds = %self.kinds.join(","),
+                owned,
+                partitions = self.partitions,
+                "other instances own part of the events topic, and these kinds are local: each \
+                 instance counts only its share of their events, so the rules on them are \
+                 weakened; place them shared ([placement] in the feature definitions, or \
+                 [features.placement]) with [features.shared]"
+            );
         }
     }
 }

@@ -1,0 +1,179 @@
+//! The shared stage: the features of the kinds placed `shared`, read and
+//! updated in Redis for a burst of events at once.
+//!
+//! A source that decides a live stream (a Kafka lane, the HTTP task) keeps
+//! one [`Burst`]. [`Engine::prepare_in`](super::Engine::prepare_in) adds
+//! each event's entity operations to it, in source order, after the local
+//! features; [`Burst::send`], once the source has read what is available,
+//! hands the burst to its runner task. The runner executes one burst after
+//! another — so a lane's events reach Redis in the order it read them —
+//! each in one pipeline with the store's deadline. An event's
+//! [`Engine::finish`](super::Engine::finish) awaits its burst's reply
+//! before the event is scored; a burst that failed or missed its deadline
+//! leaves the event's shared features missing and its decision `degraded`,
+//! so a decision never waits for Redis longer than the deadline.
+//!
+//! Not here: the script, the protocol and the windows' arithmetic
+//! (`verdict_features::shared`). Sources that see every event of the
+//! stream (replay, export, backtests) place every kind local and make no
+//! burst.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::Shared;
+use tokio::sync::{mpsc, oneshot};
+use verdict_core::Event;
+use verdict_features::FeatureStore;
+use verdict_features::UpdateOutcome;
+use verdict_features::shared::{
+    SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
+};
+
+use super::Observer;
+
+/// What an event of a burst awaits: the executed burst (its replies, or
+/// none if it failed). Cloning it is an `Arc`'s clone.
+pub(crate) type Reply = Shared<oneshot::Receiver<Arc<SharedBatch>>>;
+
+/// Where one prepared event's shared features come from: its burst's
+/// reply and its place in the burst.
+pub(crate) struct Ticket {
+    reply: Reply,
+    n: usize,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("n", &self.n).finish()
+    }
+}
+
+/// A burst sent to the runner, and where its reply goes.
+type Job = (SharedBatch, oneshot::Sender<Arc<SharedBatch>>);
+
+/// One source's bursts of shared-store operations. Without shared kinds
+/// (or for a source that makes none) it is inactive and costs nothing.
+pub struct Burst {
+    inner: Option<Inner>,
+}
+
+struct Inner {
+    features: Arc<FeatureStore>,
+    config: SharedConfig,
+    batch: SharedBatch,
+    /// The reply of the burst being filled, made with its first event.
+    current: Option<(oneshot::Sender<Arc<SharedBatch>>, Reply)>,
+    runner: mpsc::UnboundedSender<Job>,
+}
+
+impl Burst {
+    /// A burst that sends nothing: every kind is local.
+    pub fn none() -> Burst {
+        Burst { inner: None }
+    }
+
+    /// A source's bursts to `store`, run by a task of their own on the
+    /// current runtime (so: call from within it).
+    pub(crate) fn new(store: Arc<SharedStore>, features: Arc<FeatureStore>) -> Burst {
+        let config = store.config().clone();
+        let (runner, mut jobs) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            let mut failing = false;
+            while let Some((mut batch, reply)) = jobs.recv().await {
+                match store.execute(&mut batch).await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!(
+                            "shared feature store answers again: shared features are back"
+                        );
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(
+                            error = %e,
+                            "shared features missing: decisions are made without them and marked degraded until the shared store answers"
+                        );
+                    }
+                    Err(_) => {}
+                }
+                let _ = reply.send(Arc::new(batch));
+            }
+        });
+        Burst {
+            inner: Some(Inner {
+                batch: features.shared_batch(&config),
+                features,
+                config,
+                current: None,
+                runner,
+            }),
+        }
+    }
+
+    /// Whether this burst sends anything.
+    pub fn is_active(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Adds `event`'s shared-entity operations (after its local features
+    /// gave `outcome`); its ticket, if the burst is active.
+    pub(crate) fn push(&mut self, event: &Event, outcome: UpdateOutcome) -> Option<Ticket> {
+        let inner = self.inner.as_mut()?;
+        let n = inner.batch.events();
+        inner.features.push_shared(event, outcome, &mut inner.batch);
+        let (_, reply) = inner.current.get_or_insert_with(|| {
+            let (tx, rx) = oneshot::channel();
+            (tx, rx.shared())
+        });
+        Some(Ticket {
+            reply: reply.clone(),
+            n,
+        })
+    }
+
+    /// Sends the events pushed since the last call to Redis, as one
+    /// burst. Call when the source has read what is available for now.
+    pub fn send(&mut self) {
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        let Some((reply, _)) = inner.current.take() else {
+            return;
+        };
+        let fresh = inner.features.shared_batch(&inner.config);
+        let batch = std::mem::replace(&mut inner.batch, fresh);
+        // A runner that has stopped drops the reply: the events read their
+        // shared features missing.
+        let _ = inner.runner.send((batch, reply));
+    }
+}
+
+/// Reads an event's shared features from its burst's reply into
+/// `features`; false when they are missing (the burst failed, or the
+/// runner is gone).
+pub(crate) async fn read(ticket: Ticket, features: &mut [verdict_core::Value]) -> bool {
+    match ticket.reply.await {
+        Ok(batch) => batch.read(ticket.n, features),
+        Err(_) => false,
+    }
+}
+
+/// Reports the shared store's batches to the metrics, once attached.
+pub(crate) struct SharedMetrics(pub Arc<Observer>);
+
+impl SharedObserver for SharedMetrics {
+    fn completed(&self, operations: usize, elapsed: Duration) {
+        if let Some(m) = self.0.metrics.get() {
+            m.shared_completed(operations, elapsed);
+        }
+    }
+
+    fn failed(&self, kind: SharedErrorKind, operations: usize) {
+        if let Some(m) = self.0.metrics.get() {
+            m.shared_failed(kind.as_str(), operations);
+        }
+    }
+}
