@@ -28,6 +28,9 @@ pub fn every_metric() -> Metrics {
     m.output_dropped();
     m.features_replayed(1);
     m.set_in_flight(3);
+    m.shared_completed(12, Duration::from_micros(300));
+    m.shared_failed("timeout", 4);
+    m.set_local_incomplete(1);
     m.set_feature_store(&verdict_features::StoreStats {
         entities: 10,
         bytes: 4096,

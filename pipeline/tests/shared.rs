@@ -1,0 +1,458 @@
+//! Devices and IPs placed `shared`, against a real Redis (Debian's
+//! `redis-server` on a free loopback port) and `verdict run` processes on
+//! librdkafka's mock cluster:
+//! - three instances in one consumer group, each owning a share of the
+//!   partitions, decide exactly what one process replaying the same
+//!   traffic decides, for devices and IPs whose users land on different
+//!   partitions;
+//! - with Redis stopped mid-stream every event is still decided, degraded,
+//!   and decisions are whole again once Redis is back.
+
+#[allow(dead_code)]
+#[path = "../../features/tests/common/servers.rs"]
+mod servers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use servers::RedisServer;
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The example definitions with devices and IPs shared, written to `dir`.
+fn shared_features(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples/features.toml")).unwrap();
+    let commented = "# [placement]\n# device = \"shared\"\n# ip = \"shared\"";
+    assert!(text.contains(commented), "the example names its placement");
+    let profiles = repo().join("examples/data/profiles.csv");
+    let text = text
+        .replace(
+            commented,
+            "[placement]\ndevice = \"shared\"\nip = \"shared\"",
+        )
+        .replace(
+            "\"data/profiles.csv\"",
+            &format!("{:?}", profiles.display().to_string()),
+        );
+    let path = dir.join("features.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Event `i`: loan applications and payments of 24 users over 4 devices
+/// and 3 IPs, a second apart, so that each device and IP is used by users
+/// on every partition, enough for the velocity rules to fire.
+fn event(i: usize) -> (String, String) {
+    let user = format!("u_{}", (i * 7) % 24);
+    let kind = if i.is_multiple_of(3) {
+        "payment"
+    } else {
+        "loan_application"
+    };
+    let json = format!(
+        r#"{{"event_id":"s-{i}","event_type":"{kind}","timestamp":{},"user_id":"{user}","device_id":"d_{}","ip":"10.0.0.{}","amount":{}.25,"currency":"EUR","attributes":{{"channel":"app","new_device":{}}}}}"#,
+        1_764_000_000_000u64 + i as u64 * 1_000,
+        (i / 2) % 4,
+        i % 3,
+        100 + (i * 37) % 900,
+        i.is_multiple_of(5),
+    );
+    (user, json)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `verdict run` reading `brokers`, with devices and IPs in `redis`.
+fn verdict_run(
+    brokers: &str,
+    features: &Path,
+    redis: &str,
+    prefix: &str,
+    http: u16,
+    log: &Path,
+    deadline_ms: u64,
+) -> Guard {
+    let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(repo())
+        .args(["run", "--config", "verdict.toml"])
+        .env("VERDICT_KAFKA__BROKERS", brokers)
+        .env("VERDICT_KAFKA__LANES", "1")
+        .env("VERDICT_KAFKA__COMMIT_INTERVAL_MS", "200")
+        .env(
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
+            "3000",
+        )
+        .env(
+            "VERDICT_KAFKA__CONSUMER_PROPERTIES__HEARTBEAT.INTERVAL.MS",
+            "300",
+        )
+        .env("VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS", "0")
+        .env("VERDICT_HTTP__LISTEN", format!("127.0.0.1:{http}"))
+        .env("VERDICT_ENGINE__FEATURES", features)
+        .env("VERDICT_ENGINE__RULES_WATCH_MS", "0")
+        .env("VERDICT_MODEL__EXPLAIN__TOP", "0")
+        .env("VERDICT_FEATURES__SHARED__URLS", redis)
+        .env("VERDICT_FEATURES__SHARED__KEY_PREFIX", prefix)
+        .env(
+            "VERDICT_FEATURES__SHARED__DEADLINE_MS",
+            deadline_ms.to_string(),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Guard(child)
+}
+
+/// The body of `GET path` on the instance's HTTP port, if it answers.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// The value of an unlabelled metric (or the sum of a labelled one's
+/// children) on the instance.
+fn metric(port: u16, name: &str) -> f64 {
+    http_get(port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    cluster.create_topic("decisions", 3, 1).unwrap();
+    cluster.create_topic("dead-letters", 1, 1).unwrap();
+    cluster
+}
+
+/// Reads every decision of the decisions topic as it comes.
+struct Decisions {
+    consumer: BaseConsumer,
+    /// Event id → (its decision, the partition it was decided on).
+    seen: BTreeMap<String, (serde_json::Value, i32)>,
+}
+
+impl Decisions {
+    fn new(brokers: &str) -> Decisions {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "shared-test-reader")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition_offset("decisions", p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        Decisions {
+            consumer,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Waits until event `id` has its decision.
+    fn wait_for(&mut self, id: &str, logs: &[&Path]) -> &serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !self.seen.contains_key(id) {
+            assert!(
+                Instant::now() < until,
+                "no decision for {id} within a minute:\n{}",
+                logs.iter()
+                    .map(|l| tail(l))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) {
+                let d: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                let id = d["event_id"].as_str().unwrap().to_owned();
+                assert!(
+                    self.seen.insert(id.clone(), (d, m.partition())).is_none(),
+                    "two decisions for {id}"
+                );
+            }
+        }
+        &self.seen[id].0
+    }
+}
+
+fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap()
+}
+
+fn produce(producer: &BaseProducer, key: &str, payload: &str) {
+    producer
+        .send(BaseRecord::to("events").key(key).payload(payload))
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A decision without what depends on when and how fast it was made.
+fn comparable(d: &serde_json::Value) -> serde_json::Value {
+    let mut d = d.clone();
+    let o = d.as_object_mut().unwrap();
+    o.remove("latency_us");
+    o.remove("decided_at");
+    d
+}
+
+#[test]
+fn three_instances_sharing_redis_decide_what_one_process_decides() {
+    const EVENTS: usize = 150;
+    let redis = RedisServer::start();
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let features = shared_features(dir.path());
+    let logs: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("{i}.log")))
+        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _instances: Vec<Guard> = (0..3)
+        .map(|i| {
+            verdict_run(
+                &brokers,
+                &features,
+                &redis.url(),
+                "equivalence",
+                ports[i],
+                &logs[i],
+                5_000,
+            )
+        })
+        .collect();
+    let log_refs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    // Every instance owns a partition before the first event.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !ports
+        .iter()
+        .all(|&p| metric(p, "verdict_rebalances_total") >= 1.0)
+    {
+        assert!(
+            Instant::now() < until,
+            "the group did not form:\n{}",
+            log_refs
+                .iter()
+                .map(|l| tail(l))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+
+    // One event at a time: each is produced once the one before is decided,
+    // so the stream's order is the same for every instance and for replay.
+    let producer = producer(&brokers);
+    let mut decisions = Decisions::new(&brokers);
+    let mut lines = String::new();
+    for i in 0..EVENTS {
+        let (key, json) = event(i);
+        produce(&producer, &key, &json);
+        decisions.wait_for(&format!("s-{i}"), &log_refs);
+        lines.push_str(&json);
+        lines.push('\n');
+    }
+    let events_per_instance: Vec<f64> = ports
+        .iter()
+        .map(|&p| metric(p, "verdict_events_total"))
+        .collect();
+    assert!(
+        events_per_instance.iter().all(|&n| n > 0.0),
+        "every instance decides a share: {events_per_instance:?}"
+    );
+    assert!(
+        ports
+            .iter()
+            .all(|&p| metric(p, "verdict_shared_store_errors_total") == 0.0),
+        "no shared-store error"
+    );
+
+    // The same traffic through one process: `verdict replay`, every kind local.
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, &lines).unwrap();
+    let output = dir.path().join("replayed.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(repo())
+        .args(["replay", "--config", "verdict.toml", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--dead-letter")
+        .arg(dir.path().join("dead.jsonl"))
+        .env("VERDICT_ENGINE__FEATURES", &features)
+        .env("VERDICT_MODEL__EXPLAIN__TOP", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replayed.len(), EVENTS);
+    for (i, one) in replayed.iter().enumerate() {
+        let id = format!("s-{i}");
+        let (three, _) = &decisions.seen[&id];
+        assert_eq!(
+            comparable(three),
+            comparable(one),
+            "{id}: three instances sharing Redis (left) and one process (right) differ"
+        );
+        assert_eq!(three["degraded"], false, "{id} decided degraded");
+    }
+
+    // What the equality shows: devices and IPs seen on several partitions,
+    // and the rules that count them firing.
+    let mut partitions_of_device: BTreeMap<usize, BTreeSet<i32>> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let (_, partition) = decisions.seen[&format!("s-{i}")];
+        partitions_of_device
+            .entry((i / 2) % 4)
+            .or_default()
+            .insert(partition);
+    }
+    assert!(
+        partitions_of_device.values().all(|p| p.len() >= 2),
+        "each device's events are decided on several partitions: {partitions_of_device:?}"
+    );
+    for rule in ["device_application_burst", "ip_account_burst"] {
+        let hits = replayed
+            .iter()
+            .filter(|d| d["hits"].to_string().contains(rule))
+            .count();
+        assert!(hits > 0, "`{rule}` fires on this traffic");
+    }
+}
+
+#[test]
+fn with_redis_stopped_every_event_is_decided_degraded_and_whole_again_after() {
+    let mut redis = RedisServer::start();
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let features = shared_features(dir.path());
+    let log = dir.path().join("run.log");
+    let port = free_port();
+    let _instance = verdict_run(&brokers, &features, &redis.url(), "outage", port, &log, 200);
+    let producer = producer(&brokers);
+    let mut decisions = Decisions::new(&brokers);
+    let logs = [log.as_path()];
+    let mut degraded = Vec::new();
+    let phase = |from: usize, to: usize, decisions: &mut Decisions| -> Vec<bool> {
+        (from..to)
+            .map(|i| {
+                let (key, json) = event(i);
+                produce(&producer, &key, &json);
+                decisions.wait_for(&format!("s-{i}"), &logs)["degraded"]
+                    .as_bool()
+                    .unwrap()
+            })
+            .collect()
+    };
+    degraded.push(phase(0, 20, &mut decisions));
+    redis.stop();
+    degraded.push(phase(20, 40, &mut decisions));
+    redis.restart();
+    // Reconnecting takes a moment: the first events after the restart may
+    // still be degraded, and then none is.
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut i = 40;
+    loop {
+        let d = phase(i, i + 1, &mut decisions);
+        i += 1;
+        if !d[0] {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "still degraded 30 s after Redis came back:\n{}",
+            tail(&log)
+        );
+    }
+    degraded.push(phase(i, i + 20, &mut decisions));
+    assert!(
+        degraded[0].iter().all(|d| !d),
+        "whole before: {:?}",
+        degraded[0]
+    );
+    assert!(
+        degraded[1].iter().all(|d| *d),
+        "degraded while Redis is down: {:?}",
+        degraded[1]
+    );
+    assert!(
+        degraded[2].iter().all(|d| !d),
+        "whole again after: {:?}",
+        degraded[2]
+    );
+    assert_eq!(
+        decisions.seen.len(),
+        i + 20,
+        "every event has exactly one decision"
+    );
+    assert!(metric(port, "verdict_shared_store_errors_total") >= 1.0);
+    assert!(metric(port, "verdict_decisions_degraded_total") >= 20.0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        (
+            text.matches("shared features missing").count(),
+            text.matches("shared feature store answers again").count()
+        ),
+        (1, 1),
+        "the outage and the recovery are each said once:\n{}",
+        tail(&log)
+    );
+}
