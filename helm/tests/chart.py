@@ -195,6 +195,16 @@ def main():
         "admin": {"token": "s3cret"},
         "analyst": {"existingSecret": "verdict-analysts"},
         "persistence": {"enabled": True, "size": "20Gi"},
+        "features": {
+            "shared": {
+                "kinds": ["device", "ip"],
+                "address": "redis-0:6379, redis-1:6379,redis-2:6379",
+                "cluster": True,
+                "tls": True,
+                "username": "verdict",
+                "passwordSecret": {"name": "redis-credentials", "key": "password"},
+            }
+        },
         "metrics": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     }
     objects = render(full)
@@ -214,6 +224,21 @@ def main():
         name = f"VERDICT_KAFKA__{client}_PROPERTIES__SASL.PASSWORD"
         ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
         check(ref == {"name": "kafka-credentials", "key": "password"}, f"{name}: {ref}")
+    ref = env.get("VERDICT_FEATURES__SHARED__PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+    check(ref == {"name": "redis-credentials", "key": "password"}, f"Redis password ref {ref}")
+    config = find(objects, "ConfigMap", "-config")["data"]["verdict.toml"]
+    for line in [
+        'device = "shared"',
+        'ip = "shared"',
+        'urls = ["rediss://redis-0:6379", "rediss://redis-1:6379", "rediss://redis-2:6379"]',
+        "cluster = true",
+        'username = "verdict"',
+    ]:
+        check(line in config, f"the shared store's configuration has {line!r}:\n{config}")
+    check(
+        "[features.shared]" not in find(render({}), "ConfigMap", "-config")["data"]["verdict.toml"],
+        "no shared store by default",
+    )
     check(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state", "state PVC")
     check(
         not any(v["name"] == "state" for v in pod["volumes"]),
