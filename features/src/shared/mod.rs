@@ -594,6 +594,18 @@ impl SharedBatch {
         self.replies.clear();
     }
 
+    /// An empty batch of the same shape, key prefix and dedup lifetime.
+    pub fn empty_like(&self) -> SharedBatch {
+        SharedBatch {
+            shape: self.shape.clone(),
+            ops: Vec::new(),
+            sources: Vec::new(),
+            replies: Vec::new(),
+            prefix: self.prefix.clone(),
+            dedup_ttl_ms: self.dedup_ttl_ms,
+        }
+    }
+
     /// How many events were pushed.
     pub fn events(&self) -> usize {
         self.sources

@@ -27,9 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use verdict_core::Event;
 use verdict_features::FeatureStore;
 use verdict_features::UpdateOutcome;
-use verdict_features::shared::{
-    SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
-};
+use verdict_features::shared::{SharedBatch, SharedErrorKind, SharedObserver, SharedStore};
 
 use super::Observer;
 
@@ -61,7 +59,6 @@ pub struct Burst {
 
 struct Inner {
     features: Arc<FeatureStore>,
-    config: SharedConfig,
     batch: SharedBatch,
     /// The reply of the burst being filled, made with its first event.
     current: Option<(oneshot::Sender<Arc<SharedBatch>>, Reply)>,
@@ -77,7 +74,7 @@ impl Burst {
     /// A source's bursts to `store`, run by a task of their own on the
     /// current runtime (so: call from within it).
     pub(crate) fn new(store: Arc<SharedStore>, features: Arc<FeatureStore>) -> Burst {
-        let config = store.config().clone();
+        let batch = features.shared_batch(store.config());
         let (runner, mut jobs) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             let mut failing = false;
@@ -104,9 +101,8 @@ impl Burst {
         });
         Burst {
             inner: Some(Inner {
-                batch: features.shared_batch(&config),
+                batch,
                 features,
-                config,
                 current: None,
                 runner,
             }),
@@ -143,7 +139,7 @@ impl Burst {
         let Some((reply, _)) = inner.current.take() else {
             return;
         };
-        let fresh = inner.features.shared_batch(&inner.config);
+        let fresh = inner.batch.empty_like();
         let batch = std::mem::replace(&mut inner.batch, fresh);
         // A runner that has stopped drops the reply: the events read their
         // shared features missing.
