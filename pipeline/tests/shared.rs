@@ -88,6 +88,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How long an instance's shared-store bursts may take, and how long its
+/// producer holds decisions before sending them.
+#[derive(Clone, Copy)]
+struct Timing {
+    deadline_ms: u64,
+    linger_ms: u64,
+}
+
 /// A `verdict run` reading `brokers`, with devices and IPs in `redis`.
 fn verdict_run(
     brokers: &str,
@@ -96,8 +104,12 @@ fn verdict_run(
     prefix: &str,
     http: u16,
     log: &Path,
-    deadline_ms: u64,
+    timing: Timing,
 ) -> Guard {
+    let Timing {
+        deadline_ms,
+        linger_ms,
+    } = timing;
     let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(repo())
         .args(["run", "--config", "verdict.toml"])
@@ -112,7 +124,10 @@ fn verdict_run(
             "VERDICT_KAFKA__CONSUMER_PROPERTIES__HEARTBEAT.INTERVAL.MS",
             "300",
         )
-        .env("VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS", "0")
+        .env(
+            "VERDICT_KAFKA__PRODUCER_PROPERTIES__LINGER.MS",
+            linger_ms.to_string(),
+        )
         .env("VERDICT_HTTP__LISTEN", format!("127.0.0.1:{http}"))
         .env("VERDICT_ENGINE__FEATURES", features)
         .env("VERDICT_ENGINE__RULES_WATCH_MS", "0")
@@ -235,6 +250,27 @@ fn produce(producer: &BaseProducer, key: &str, payload: &str) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
+/// Waits until every instance (by its HTTP port) has had partitions
+/// assigned, and the group has settled.
+fn wait_for_group(ports: &[u16], logs: &[&Path]) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !ports
+        .iter()
+        .all(|&p| metric(p, "verdict_rebalances_total") >= 1.0)
+    {
+        assert!(
+            Instant::now() < until,
+            "the group did not form:\n{}",
+            logs.iter()
+                .map(|l| tail(l))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+}
+
 /// A decision without what depends on when and how fast it was made.
 fn comparable(d: &serde_json::Value) -> serde_json::Value {
     let mut d = d.clone();
@@ -265,29 +301,15 @@ fn three_instances_sharing_redis_decide_what_one_process_decides() {
                 "equivalence",
                 ports[i],
                 &logs[i],
-                5_000,
+                Timing {
+                    deadline_ms: 5_000,
+                    linger_ms: 0,
+                },
             )
         })
         .collect();
     let log_refs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
-    // Every instance owns a partition before the first event.
-    let until = Instant::now() + Duration::from_secs(60);
-    while !ports
-        .iter()
-        .all(|&p| metric(p, "verdict_rebalances_total") >= 1.0)
-    {
-        assert!(
-            Instant::now() < until,
-            "the group did not form:\n{}",
-            log_refs
-                .iter()
-                .map(|l| tail(l))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for_group(&ports, &log_refs);
 
     // One event at a time: each is produced once the one before is decided,
     // so the stream's order is the same for every instance and for replay.
@@ -386,7 +408,18 @@ fn with_redis_stopped_every_event_is_decided_degraded_and_whole_again_after() {
     let features = shared_features(dir.path());
     let log = dir.path().join("run.log");
     let port = free_port();
-    let _instance = verdict_run(&brokers, &features, &redis.url(), "outage", port, &log, 200);
+    let _instance = verdict_run(
+        &brokers,
+        &features,
+        &redis.url(),
+        "outage",
+        port,
+        &log,
+        Timing {
+            deadline_ms: 200,
+            linger_ms: 0,
+        },
+    );
     let producer = producer(&brokers);
     let mut decisions = Decisions::new(&brokers);
     let logs = [log.as_path()];
@@ -454,5 +487,219 @@ fn with_redis_stopped_every_event_is_decided_degraded_and_whole_again_after() {
         (1, 1),
         "the outage and the recovery are each said once:\n{}",
         tail(&log)
+    );
+}
+
+/// Event `i` of the crash test: 30 users over 8 devices and 5 IPs, 100 ms
+/// apart (the whole stream well inside the store's lateness).
+fn crash_event(i: usize) -> (String, String) {
+    let user = format!("u_{}", i % 30);
+    let kind = if i.is_multiple_of(2) {
+        "payment"
+    } else {
+        "loan_application"
+    };
+    let json = format!(
+        r#"{{"event_id":"k-{i}","event_type":"{kind}","timestamp":{},"user_id":"{user}","device_id":"d_{}","ip":"10.1.0.{}","amount":{}.5,"currency":"EUR"}}"#,
+        1_764_000_000_000u64 + i as u64 * 100,
+        (i / 3) % 8,
+        i % 5,
+        10 + i % 400,
+    );
+    (user, json)
+}
+
+/// The device and IP features that probe events read after `events`, each
+/// probe then added: from the shared store under `prefix`, or (`None`)
+/// from a local store fed `events` in order. Counts and exact distinct
+/// counts do not depend on the order the events came in, only on each
+/// being counted once.
+fn probe_totals(
+    features: &Path,
+    events: &[String],
+    shared: Option<(&str, &str)>,
+) -> Vec<Vec<verdict_core::Value>> {
+    use verdict_core::{Catalogue, EventParser, Namespace, Schema, Value};
+    use verdict_features::shared::{NoObserver, SharedConfig, SharedStore};
+    use verdict_features::{FeatureDefs, FeatureStore, StoreConfig};
+    let schema = Schema::load(&repo().join("examples/schema.toml")).unwrap();
+    let mut defs = FeatureDefs::load(features, &schema).unwrap();
+    if shared.is_none() {
+        defs.place_all_local();
+    }
+    let mut catalogue = Catalogue::from_schema(&schema);
+    let store = FeatureStore::new(defs, &mut catalogue, StoreConfig::default()).unwrap();
+    let parser = EventParser::new(std::sync::Arc::new(schema));
+    let n = catalogue.len(Namespace::Feature);
+    let mut out = vec![Value::Missing; n];
+    for e in events {
+        store.read_and_update(&parser.parse(e.as_bytes()).unwrap(), &mut out);
+    }
+    let paths: Vec<usize> = catalogue
+        .entries()
+        .iter()
+        .filter(|e| e.path.starts_with("feature.device.") || e.path.starts_with("feature.ip."))
+        .map(|e| e.slot.index as usize)
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = shared.map(|(url, prefix)| {
+        let config = SharedConfig {
+            urls: vec![url.to_owned()],
+            key_prefix: prefix.to_owned(),
+            deadline_ms: 5_000,
+            ..SharedConfig::default()
+        };
+        (
+            store.shared_batch(&config),
+            SharedStore::new(config, Box::new(NoObserver)).unwrap(),
+        )
+    });
+    let mut client = client;
+    (0..8)
+        .map(|j| {
+            let probe = format!(
+                r#"{{"event_id":"probe-{j}","event_type":"payment","timestamp":{},"user_id":"probe","device_id":"d_{j}","ip":"10.1.0.{}","amount":1}}"#,
+                // Just after the stream: the 1 h counts hold all of it.
+                1_764_000_000_000u64 + 300_000,
+                j % 5
+            );
+            let event = parser.parse(probe.as_bytes()).unwrap();
+            let mut out = vec![Value::Missing; n];
+            let outcome = store.read_and_update(&event, &mut out);
+            if let Some((batch, client)) = &mut client {
+                batch.clear();
+                store.push_shared(&event, outcome, batch);
+                rt.block_on(client.execute(batch)).unwrap();
+                assert!(batch.read(0, &mut out), "the probe reads every shared feature");
+            }
+            paths.iter().map(|&i| out[i].clone()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_instance_killed_mid_stream_leaves_nothing_counted_twice_or_lost() {
+    const EVENTS: usize = 2_000;
+    let redis = RedisServer::start();
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let features = shared_features(dir.path());
+    let logs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("{i}.log")))
+        .collect();
+    let log_refs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let run = |i: usize| {
+        verdict_run(
+            &brokers,
+            &features,
+            &redis.url(),
+            "crash",
+            ports[i],
+            &logs[i],
+            Timing {
+                deadline_ms: 5_000,
+                // The doomed instance holds its decisions for seconds
+                // before producing them: killed, it leaves events it added
+                // to Redis without an output, and the survivor decides
+                // them again.
+                linger_ms: if i == 0 { 3_000 } else { 0 },
+            },
+        )
+    };
+    let mut doomed = run(0);
+    let _survivor = run(1);
+    wait_for_group(&ports, &log_refs);
+
+    let b = brokers.clone();
+    let producing = std::thread::spawn(move || {
+        let producer = producer(&b);
+        let started = Instant::now();
+        for i in 0..EVENTS {
+            let due = started + Duration::from_millis(i as u64 * 4);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let (key, json) = crash_event(i);
+            producer
+                .send(BaseRecord::to("events").key(&key).payload(&json))
+                .unwrap();
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+
+    // Every decision as it comes, duplicates kept.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "shared-crash-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("decisions", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut killed_at = None;
+    let until = Instant::now() + Duration::from_secs(120);
+    while seen.len() < EVENTS {
+        assert!(
+            Instant::now() < until,
+            "{} of {EVENTS} events decided in two minutes:\n{}",
+            seen.len(),
+            log_refs
+                .iter()
+                .map(|l| tail(l))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        if killed_at.is_none() && seen.len() >= EVENTS / 3 {
+            doomed.0.kill().unwrap(); // SIGKILL: no drain, no commit
+            doomed.0.wait().unwrap();
+            killed_at = Some(seen.len());
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            let d: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            let id = d["event_id"].as_str().unwrap().to_owned();
+            seen.entry(id).or_default().push(d);
+        }
+    }
+    producing.join().unwrap();
+    let killed_at = killed_at.unwrap();
+    assert!(
+        killed_at < EVENTS * 2 / 3,
+        "killed mid-stream, at {killed_at}"
+    );
+    for (id, decisions) in &seen {
+        for d in &decisions[1..] {
+            assert_eq!(
+                comparable(d),
+                comparable(&decisions[0]),
+                "{id} decided twice, differently: a redelivery read other features"
+            );
+        }
+        assert_eq!(decisions[0]["degraded"], false, "{id} decided degraded");
+    }
+
+    // Nothing counted twice: what the shared store holds equals each event
+    // counted once.
+    let events: Vec<String> = (0..EVENTS).map(|i| crash_event(i).1).collect();
+    let shared = probe_totals(&features, &events, Some((&redis.url(), "crash")));
+    let once = probe_totals(&features, &events, None);
+    assert_eq!(
+        shared, once,
+        "the shared windows count every event exactly once"
+    );
+    assert!(
+        once.iter()
+            .flatten()
+            .any(|v| matches!(v, verdict_core::Value::Number(x) if *x >= 100.0)),
+        "the probes read real totals: {once:?}"
     );
 }
