@@ -1,0 +1,345 @@
+//! What sharing devices and IPs in Redis costs, against keeping every kind
+//! local: the engine decides the generator's traffic as a Kafka lane does
+//! (bursts prepared in order, one shared-store round trip per burst, then
+//! scored and decided), on one thread, against a `redis-server` of its own
+//! on a loopback port (the machine's other core).
+//!
+//! Printed for each placement, in one run:
+//! - throughput, closed loop: events/s and µs of this process's CPU per
+//!   event (Redis's own CPU per event beside it), and Redis commands and
+//!   round trips per event;
+//! - latency at half load: events arriving one by one at half of the
+//!   shared placement's throughput, each lane burst being what has arrived
+//!   since the last; p50 and p99 from arrival to decision.
+//!
+//! Both placements decide the same events the same way (one process sees
+//! every event: shared windows equal local ones), which the run asserts.
+//!
+//! ```sh
+//! cargo bench -p verdict-benches --bench shared          # 200k events, 10 s at half load
+//! EVENTS=500000 SECONDS=20 cargo bench -p verdict-benches --bench shared
+//! cargo test -p verdict-benches --bench shared           # a few events: a smoke test
+//! ```
+//! Needs `redis-server` (scripts/ensure-redis.sh), or VERDICT_REDIS_SERVER.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use verdict::config::Config;
+use verdict::engine::Engine;
+use verdict_core::{Action, Position};
+use verdict_features::shared::SharedConfig;
+use verdict_gen::{GenConfig, Generator};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A `redis-server` on a free loopback port, stopped when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let binary = std::env::var_os("VERDICT_REDIS_SERVER").unwrap_or("redis-server".into());
+        let child = Command::new(&binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/ensure-redis.sh installs it)");
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        while !redis.command("PING").starts_with("+PONG") {
+            assert!(Instant::now() < until, "redis-server does not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn command(&self, line: &str) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = write!(s, "{line}\r\n");
+        let mut buf = vec![0; 64 * 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Scripts called (`EVALSHA`: one per shared entity per event) and
+    /// commands processed (the scripts' own calls included) so far.
+    fn commands(&self) -> (u64, u64) {
+        let info = self.command("INFO all");
+        let evalsha = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0);
+        let total = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        (evalsha, total)
+    }
+
+    /// The server's CPU time so far.
+    fn cpu(&self) -> Duration {
+        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User plus system CPU time of a process, from its `/proc/…/stat`.
+fn cpu_of(stat: &str) -> Duration {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields 14 and 15 (utime, stime), counted after the command's ")".
+    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0)
+}
+
+/// What one pass measured.
+#[derive(Default)]
+struct Pass {
+    events: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    bursts: usize,
+    latencies_us: Vec<u64>,
+    outcomes: [usize; 3],
+    degraded: usize,
+}
+
+impl Pass {
+    fn percentile(&mut self, q: f64) -> f64 {
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies_us.get(i).copied().unwrap_or(0) as f64
+    }
+}
+
+/// Decides `events` as a lane does: at most `MAX_BURST` events prepared
+/// in a burst, at most `IN_FLIGHT` in flight. With `rate`, event `i`
+/// arrives at `i / rate` s and a burst is what has arrived; without, all
+/// have arrived at the start (closed loop).
+fn pass(engine: &Engine, events: &[Vec<u8>], rate: Option<f64>) -> Pass {
+    const MAX_BURST: usize = 256;
+    const IN_FLIGHT: usize = 4_096;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut burst = engine.burst();
+        let mut window = FuturesOrdered::new();
+        let mut out = Vec::with_capacity(4096);
+        let mut p = Pass::default();
+        let started = Instant::now();
+        let cpu = cpu_of("/proc/self/stat");
+        let due = |i: usize| match rate {
+            Some(r) => started + Duration::from_secs_f64(i as f64 / r),
+            None => started,
+        };
+        let mut next = 0;
+        while next < events.len() || !window.is_empty() {
+            let arrived = next < events.len() && due(next) <= Instant::now();
+            // Read again once a whole burst fits, as a lane reads a batch.
+            if arrived && window.len() + MAX_BURST <= IN_FLIGHT {
+                let mut n = 0;
+                while next < events.len()
+                    && n < MAX_BURST
+                    && window.len() < IN_FLIGHT
+                    && due(next) <= Instant::now()
+                {
+                    let line = next as u64 + 1;
+                    let position = || Position::File {
+                        file: "generated".into(),
+                        line,
+                    };
+                    if let Ok(prepared) =
+                        engine.prepare_in(&mut burst, &events[next], position, due(next))
+                    {
+                        window.push_back(engine.finish(prepared));
+                    }
+                    next += 1;
+                    n += 1;
+                }
+                burst.send();
+                p.bursts += 1;
+                continue;
+            }
+            let wait = if next < events.len() {
+                tokio::time::sleep_until(due(next).into())
+            } else {
+                tokio::time::sleep(Duration::from_secs(3600))
+            };
+            tokio::select! {
+                biased;
+                Some(d) = window.next(), if !window.is_empty() => {
+                    out.clear();
+                    d.decision.write_json(&mut out);
+                    p.events += 1;
+                    p.latencies_us.push(d.decision.latency_us);
+                    p.degraded += usize::from(d.decision.degraded);
+                    p.outcomes[match d.decision.decision {
+                        Action::Approve => 0,
+                        Action::Review => 1,
+                        Action::Deny => 2,
+                    }] += 1;
+                }
+                _ = wait => {}
+            }
+        }
+        p.elapsed = started.elapsed();
+        p.cpu = cpu_of("/proc/self/stat").saturating_sub(cpu);
+        p
+    })
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (users, events, seconds) = if benching {
+        (
+            env_usize("USERS", 100_000) as u32,
+            env_usize("EVENTS", 200_000),
+            env_usize("SECONDS", 10),
+        )
+    } else {
+        (1_000, 500, 1)
+    };
+    let redis = Redis::start();
+    let mut local = Config::load(&root().join("verdict.toml")).expect("verdict.toml loads");
+    local.engine.rules_watch_ms = 0;
+    let mut generator = Generator::new(GenConfig {
+        users,
+        events_per_sec: 100.0,
+        ..GenConfig::default()
+    });
+    let traffic: Vec<Vec<u8>> = (0..events).map(|_| generator.next_event().bytes).collect();
+    let shared = |prefix: &str| {
+        let mut c = local.clone();
+        for kind in ["device", "ip"] {
+            c.features.placement.insert(kind.into(), "shared".into());
+        }
+        c.features.shared = Some(SharedConfig {
+            urls: vec![format!("redis://127.0.0.1:{}", redis.port)],
+            key_prefix: prefix.into(),
+            ..SharedConfig::default()
+        });
+        c
+    };
+    eprintln!(
+        "shared bench: {events} events ({users} users); redis-server on port {}",
+        redis.port
+    );
+
+    // Throughput, closed loop.
+    let local_pass = pass(&Engine::load(&local).expect("loads"), &traffic, None);
+    let (commands, redis_cpu) = (redis.commands(), redis.cpu());
+    let shared_pass = pass(
+        &Engine::load(&shared("tput")).expect("loads"),
+        &traffic,
+        None,
+    );
+    let after = redis.commands();
+    let (scripts, commands) = (after.0 - commands.0, after.1 - commands.1);
+    let redis_cpu = redis.cpu().saturating_sub(redis_cpu);
+    let per = |d: Duration, p: &Pass| d.as_secs_f64() * 1e6 / p.events as f64;
+    let rate = |p: &Pass| p.events as f64 / p.elapsed.as_secs_f64();
+    for (name, p) in [("all-local", &local_pass), ("shared", &shared_pass)] {
+        println!(
+            "shared/throughput/{name}: {} events in {:.2} s: {:.0} events/s, {:.2} µs of CPU per event, {} bursts",
+            p.events,
+            p.elapsed.as_secs_f64(),
+            rate(p),
+            per(p.cpu, p),
+            p.bursts,
+        );
+    }
+    println!(
+        "  shared: {:.0}% of all-local throughput; +{:.2} µs of Verdict's CPU per event, {:.2} µs of Redis's; per event {:.2} entity operations (EVALSHA), {:.1} Redis commands with the scripts' own, {:.3} round trips",
+        100.0 * rate(&shared_pass) / rate(&local_pass),
+        per(shared_pass.cpu, &shared_pass) - per(local_pass.cpu, &local_pass),
+        per(redis_cpu, &shared_pass),
+        scripts as f64 / shared_pass.events as f64,
+        commands as f64 / shared_pass.events as f64,
+        shared_pass.bursts as f64 / shared_pass.events as f64,
+    );
+    assert_eq!(
+        local_pass.outcomes, shared_pass.outcomes,
+        "shared windows decide what local ones decide"
+    );
+    assert_eq!(
+        shared_pass.degraded, local_pass.degraded,
+        "no shared read failed"
+    );
+
+    // Latency at half of the shared throughput.
+    let half = rate(&shared_pass) / 2.0;
+    let n = ((half * seconds as f64) as usize).clamp(1, traffic.len());
+    let slice = &traffic[..n];
+    let mut lat_local = pass(&Engine::load(&local).expect("loads"), slice, Some(half));
+    let mut lat_shared = pass(
+        &Engine::load(&shared("lat")).expect("loads"),
+        slice,
+        Some(half),
+    );
+    for (name, p) in [("all-local", &mut lat_local), ("shared", &mut lat_shared)] {
+        let (p50, p99) = (p.percentile(0.5), p.percentile(0.99));
+        println!(
+            "shared/latency/{name}: {} events at {half:.0} events/s: p50 {p50:.0} µs, p99 {p99:.0} µs, {:.1} events per burst",
+            p.events,
+            p.events as f64 / p.bursts.max(1) as f64,
+        );
+    }
+    println!(
+        "  shared adds {:.0} µs at p50 and {:.0} µs at p99",
+        lat_shared.percentile(0.5) - lat_local.percentile(0.5),
+        lat_shared.percentile(0.99) - lat_local.percentile(0.99),
+    );
+}
