@@ -449,3 +449,58 @@ fn a_cluster_keeps_shared_windows_equal_to_local_ones() {
         );
     }
 }
+
+/// A distinct count past its exact list keeps, beside its sketch's 12
+/// rows, their merge (what an event in the newest bucket reads): after
+/// every burst — sets, late events, buckets cleared as the window moves —
+/// the kept merge is the register-by-register largest of the rows.
+#[test]
+fn a_sketch_s_kept_merge_is_always_the_merge_of_its_rows() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let cfg = config(vec![server.url()], false);
+    let key = format!("{}:{{device:d1}}", cfg.key_prefix);
+    let mut a = Instance::new(cfg);
+    // 400 users on one device, one every 8 s (the 10-minute window's
+    // buckets are 50 s), now and then one a few minutes late.
+    let mut t = T0;
+    let events: Vec<Ev> = (0..400i64)
+        .map(|n| {
+            t += 8_000;
+            let at = if n % 37 == 36 { t - 170_000 } else { t };
+            ev(&format!("e{n}"), at, &format!("u{n}"), "d1", 1)
+        })
+        .collect();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .unwrap();
+    let (mut checked, mut raised) = (0, 0);
+    let mut last_merge: Option<Vec<u8>> = None;
+    for (n, burst) in events.chunks(7).enumerate() {
+        a.burst(&rt, burst).unwrap();
+        let state: HashMap<Vec<u8>, Vec<u8>> = rt
+            .block_on(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
+            .unwrap();
+        for (field, merge) in state.iter().filter(|(f, _)| f.ends_with(b"m")) {
+            let mut rows = field.clone();
+            *rows.last_mut().unwrap() = b'r';
+            let regs = &state[&rows];
+            assert_eq!((regs.len(), merge.len()), (12 * 64, 64));
+            let want: Vec<u8> = (0..64)
+                .map(|r| (0..12).map(|row| regs[row * 64 + r]).max().unwrap())
+                .collect();
+            assert_eq!(merge, &want, "burst {n}: the kept merge of {field:?}");
+            checked += 1;
+            if last_merge.as_ref().is_some_and(|m| m != merge) {
+                raised += 1;
+            }
+            last_merge = Some(merge.clone());
+        }
+    }
+    // The device's sketch started after 32 users and changed often.
+    assert!(
+        checked > 40 && raised > 10,
+        "{checked} checks, {raised} changes"
+    );
+}

@@ -8,7 +8,11 @@
 --          applies (1/0), value
 --
 -- Kinds: c count, s sum, a avg, n min, x max, d distinct, l last,
--- e secs since last. A distinct value is "hash,register,rank" (hash in hex,
+-- e secs since last. The hash holds field "<f>" per feature; a distinct
+-- count past its exact list also holds its sketch, 12 rows of 64
+-- registers, in "<f>r", and the merge of those 12 rows in "<f>m" (kept as
+-- registers are set, rebuilt when rows are cleared), so that an event in
+-- the newest bucket reads the sketch without merging it. A distinct value is "hash,register,rank" (hash in hex,
 -- computed by Verdict); a last value is its typed text ("n…", "s…", …).
 --
 -- The reply is what the event reads, before its own update, one item per
@@ -57,23 +61,57 @@ end
 
 local function zeros(n) return string.rep('\0', n) end
 
+-- Raises register reg of row to rank; the registers, and whether they
+-- changed.
 local function hll_set(regs, row, reg, rank)
   local p = row * 64 + reg + 1
   if string.byte(regs, p) < rank then
-    return string.sub(regs, 1, p - 1) .. string.char(rank) .. string.sub(regs, p + 1)
+    return string.sub(regs, 1, p - 1) .. string.char(rank) .. string.sub(regs, p + 1), true
   end
-  return regs
+  return regs, false
 end
 
+local ZERO_ROW = zeros(64)
+
+-- Clears one row; the registers, and whether they changed.
 local function clear_row(regs, row)
   local p = row * 64
-  return string.sub(regs, 1, p) .. zeros(64) .. string.sub(regs, p + 65)
+  if string.sub(regs, p + 1, p + 64) == ZERO_ROW then
+    return regs, false
+  end
+  return string.sub(regs, 1, p) .. ZERO_ROW .. string.sub(regs, p + 65), true
+end
+
+-- The merge (register by register, the largest) of the rows j with
+-- lo < j <= hi, as 64 bytes.
+local function merge_rows(regs, lo, hi)
+  local merged = {}
+  for r = 1, 64 do merged[r] = 0 end
+  for j = hi, lo + 1, -1 do
+    local row = slot(j) * 64
+    for r = 1, 64 do
+      local v = string.byte(regs, row + r)
+      if v > merged[r] then merged[r] = v end
+    end
+  end
+  return string.char(unpack(merged))
 end
 
 local out = {}
 local writes = {}
+-- Every field of the entity this event reads, in one HMGET: "<f>" per
+-- feature, and "<f>r", "<f>m" per distinct count (at at[f] + 1, + 2).
 local fields = {}
-for f = 1, nf do fields[f] = tostring(f) end
+local at = {}
+for f = 1, nf do
+  local name = tostring(f)
+  table.insert(fields, name)
+  at[f] = #fields
+  if ARGV[4 + (f - 1) * 6 + 1] == 'd' then
+    table.insert(fields, name .. 'r')
+    table.insert(fields, name .. 'm')
+  end
+end
 local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 
 for f = 1, nf do
@@ -84,7 +122,7 @@ for f = 1, nf do
   local i = tonumber(ARGV[a + 4])
   local applies = add and ARGV[a + 5] == '1'
   local value = ARGV[a + 6]
-  local st = stored[f] and cmsgpack.unpack(stored[f]) or nil
+  local st = stored[at[f]] and cmsgpack.unpack(stored[at[f]]) or nil
   local changed = false
 
   if kind == 'c' or kind == 's' or kind == 'a' or kind == 'n' or kind == 'x' then
@@ -149,10 +187,13 @@ for f = 1, nf do
 
   elseif kind == 'd' then
     -- st: head, inexact until, then the exact list as hash, last seen,
-    -- register, rank per entry; the sketch's registers in field "<f>r".
+    -- register, rank per entry.
     if not st then st = { NONE, NONE } end
-    local rfield = fields[f] .. 'r'
-    local regs = redis.call('HGET', KEYS[1], rfield)
+    local rfield, mfield = fields[at[f] + 1], fields[at[f] + 2]
+    local regs = stored[at[f] + 1] or nil
+    local merge = stored[at[f] + 2] or nil
+    -- Whether merge must be rebuilt from regs before it is kept.
+    local stale = regs ~= nil and merge == nil
     local n = (#st - 2) / 4
     local exact = 0
     for e = 0, n - 1 do
@@ -161,24 +202,17 @@ for f = 1, nf do
     if t >= st[2] then
       out[f] = num(exact)
     else
-      local merged = {}
-      for r = 1, 64 do merged[r] = 0 end
       local head = st[1]
-      if regs and head ~= NONE then
-        for k = 0, B - 1 do
-          local j = head - k
-          if in_window(j, i) then
-            local row = slot(j) * 64
-            for r = 1, 64 do
-              local v = string.byte(regs, row + r)
-              if v > merged[r] then merged[r] = v end
-            end
-          end
-        end
+      local merged
+      if not regs or head == NONE then
+        merged = ZERO_ROW
+      elseif i == head and not stale then
+        -- The window is every row: the kept merge.
+        merged = merge
+      else
+        merged = merge_rows(regs, math.max(i, head) - B, math.min(i, head))
       end
-      local bytes = {}
-      for r = 1, 64 do bytes[r] = string.char(merged[r]) end
-      out[f] = item('h', exact .. ',' .. table.concat(bytes))
+      out[f] = item('h', exact .. ',' .. merged)
     end
 
     if applies and value ~= '' then
@@ -187,7 +221,11 @@ for f = 1, nf do
       rank = tonumber(rank)
       local regs_changed = false
       local ok = advance(st, i, function(b)
-        if regs then regs = clear_row(regs, b); regs_changed = true end
+        if regs then
+          local cleared
+          regs, cleared = clear_row(regs, b)
+          if cleared then regs_changed = true; stale = true end
+        end
       end)
       if ok and h then
         local found = nil
@@ -212,6 +250,8 @@ for f = 1, nf do
                 regs = hll_set(regs, slot(j), st[p + 2], st[p + 3])
               end
             end
+            regs_changed = true
+            stale = true
           end
           local oldest, oldest_t = 0, nil
           for e = 0, n - 1 do
@@ -225,12 +265,25 @@ for f = 1, nf do
           st[p] = h; st[p + 1] = t; st[p + 2] = reg; st[p + 3] = rank
         end
         if regs then
-          regs = hll_set(regs, slot(i), reg, rank)
-          regs_changed = true
+          local set
+          regs, set = hll_set(regs, slot(i), reg, rank)
+          if set then
+            regs_changed = true
+            if not stale then
+              -- Every row is in the merge: raise it as the row was.
+              merge = hll_set(merge, 0, reg, rank)
+              table.insert(writes, mfield)
+              table.insert(writes, merge)
+            end
+          end
         end
       end
       if regs_changed then table.insert(writes, rfield); table.insert(writes, regs) end
       changed = true
+    end
+    if stale then
+      table.insert(writes, mfield)
+      table.insert(writes, merge_rows(regs, st[1] - B, st[1]))
     end
 
   elseif kind == 'l' then
@@ -255,7 +308,7 @@ for f = 1, nf do
   end
 
   if changed then
-    table.insert(writes, fields[f])
+    table.insert(writes, fields[at[f]])
     table.insert(writes, cmsgpack.pack(st))
   end
 end
