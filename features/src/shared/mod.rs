@@ -31,10 +31,11 @@
 //! A burst of events goes out as one [`SharedBatch`]: every entity
 //! operation of every event, in read order, in one pipeline (standalone:
 //! one round trip; cluster: the operations of each node together, the
-//! nodes at once). It has its own deadline: past it, or with Redis down, it
-//! answers a [`SharedError`] at once — the caller decides with those
-//! features missing — and the connection comes back by itself when Redis
-//! does. The operations of a failed batch may have been applied: sending
+//! nodes at once); bursts that queued up behind a round trip go out
+//! together in the next ([`SharedStore::execute_all`]). It has its own
+//! deadline: past it, or with Redis down, it answers a [`SharedError`] at
+//! once — the caller decides with those features missing — and the
+//! connection comes back by itself when Redis does. The operations of a failed batch may have been applied: sending
 //! them again is safe, as the dedup key answers for them.
 //!
 //! Not here: which kinds are shared (the definitions' `[placement]`),
@@ -389,14 +390,24 @@ impl SharedStore {
     /// within the deadline. On success each event's shared features are in
     /// the batch ([`SharedBatch::read`]); on an error none are.
     pub async fn execute(&self, batch: &mut SharedBatch) -> Result<(), SharedError> {
-        batch.replies.clear();
-        if batch.ops.is_empty() {
+        self.execute_all(std::slice::from_mut(batch)).await
+    }
+
+    /// Runs the operations of several batches, one after another in their
+    /// order, in one pipelined round trip with one deadline: what a lane
+    /// whose bursts queued up while Redis answered the last sends next. On
+    /// success every batch holds its replies; on an error none does.
+    pub async fn execute_all(&self, batches: &mut [SharedBatch]) -> Result<(), SharedError> {
+        for batch in batches.iter_mut() {
+            batch.replies.clear();
+        }
+        let n: usize = batches.iter().map(|b| b.ops.len()).sum();
+        if n == 0 {
             return Ok(());
         }
         let deadline = Duration::from_millis(self.config.deadline_ms);
         let started = Instant::now();
-        let n = batch.ops.len();
-        let result = match tokio::time::timeout(deadline, self.round_trip(batch)).await {
+        let result = match tokio::time::timeout(deadline, self.round_trip(batches)).await {
             Ok(result) => result,
             Err(_) => Err(SharedError::Timeout(deadline)),
         };
@@ -406,17 +417,20 @@ impl SharedStore {
                 Ok(())
             }
             Err(e) => {
-                batch.replies.clear();
+                for batch in batches.iter_mut() {
+                    batch.replies.clear();
+                }
                 self.observer.failed(e.kind(), n);
                 Err(e)
             }
         }
     }
 
-    async fn round_trip(&self, batch: &mut SharedBatch) -> Result<(), SharedError> {
+    async fn round_trip(&self, batches: &mut [SharedBatch]) -> Result<(), SharedError> {
         let conn = self.connection().await?;
         let sha = self.script.get_hash();
-        let mut answers = send(&conn, &batch.ops, sha).await?;
+        let ops: Vec<&Op> = batches.iter().flat_map(|b| &b.ops).collect();
+        let mut answers = send(&conn, &ops, sha).await?;
         if answers.iter().any(is_noscript) {
             // A server restarted or flushed its scripts (or a new cluster
             // primary never had it): load it everywhere, then send again.
@@ -436,23 +450,27 @@ impl SharedStore {
                         .map_err(redis_error)?;
                 }
             }
-            answers = send(&conn, &batch.ops, sha).await?;
+            answers = send(&conn, &ops, sha).await?;
         }
+        drop(ops);
         let limit = self.config.max_reply_bytes;
-        for (op, answer) in batch.ops.iter().zip(answers) {
-            let bytes = match answer {
-                Ok(redis::Value::BulkString(b)) => b,
-                Ok(redis::Value::SimpleString(s)) => s.into_bytes(),
-                Ok(other) => {
-                    return Err(ReplyError::Shape(format!("{:?}", kind_of(&other))).into());
+        let mut answers = answers.into_iter();
+        for batch in batches.iter_mut() {
+            for (op, answer) in batch.ops.iter().zip(answers.by_ref()) {
+                let bytes = match answer {
+                    Ok(redis::Value::BulkString(b)) => b,
+                    Ok(redis::Value::SimpleString(s)) => s.into_bytes(),
+                    Ok(other) => {
+                        return Err(ReplyError::Shape(format!("{:?}", kind_of(&other))).into());
+                    }
+                    Err(e) => return Err(redis_error(e)),
+                };
+                if bytes.len() > limit {
+                    return Err(ReplyError::TooLarge(bytes.len()).into());
                 }
-                Err(e) => return Err(redis_error(e)),
-            };
-            if bytes.len() > limit {
-                return Err(ReplyError::TooLarge(bytes.len()).into());
+                let shape = &batch.shape.kinds[op.kind];
+                batch.replies.push(parse_reply(&bytes, &shape.aggs)?);
             }
-            let shape = &batch.shape.kinds[op.kind];
-            batch.replies.push(parse_reply(&bytes, &shape.aggs)?);
         }
         Ok(())
     }
@@ -490,7 +508,7 @@ fn command(op: &Op, sha: &str) -> redis::Cmd {
 /// connection to each node writes them in order, together).
 async fn send(
     conn: &Conn,
-    ops: &[Op],
+    ops: &[&Op],
     sha: &str,
 ) -> Result<Vec<Result<redis::Value, redis::RedisError>>, SharedError> {
     match conn {

@@ -5,9 +5,11 @@
 //! one [`Burst`]. [`Engine::prepare_in`](super::Engine::prepare_in) adds
 //! each event's entity operations to it, in source order, after the local
 //! features; [`Burst::send`], once the source has read what is available,
-//! hands the burst to its runner task. The runner executes one burst after
-//! another — so a lane's events reach Redis in the order it read them —
-//! each in one pipeline with the store's deadline. An event's
+//! hands the burst to its runner task. The runner executes one round trip
+//! after another — so a lane's events reach Redis in the order it read
+//! them — each one pipeline with the store's deadline, holding every burst
+//! that queued while the last was out (up to
+//! [`MAX_OPERATIONS_PER_ROUND_TRIP`] operations). An event's
 //! [`Engine::finish`](super::Engine::finish) awaits its burst's reply
 //! before the event is scored; a burst that failed or missed its deadline
 //! leaves the event's shared features missing and its decision `degraded`,
@@ -51,6 +53,65 @@ impl std::fmt::Debug for Ticket {
 /// A burst sent to the runner, and where its reply goes.
 type Job = (SharedBatch, oneshot::Sender<Arc<SharedBatch>>);
 
+/// Most entity operations the runner sends in one round trip. Bursts that
+/// queue while Redis answers go out together, up to this; a burst that
+/// would pass it waits for the next round trip (one larger than it goes
+/// alone). Bounds a round trip's time, so that one slow pipeline does not
+/// carry many bursts past the deadline at once.
+pub(crate) const MAX_OPERATIONS_PER_ROUND_TRIP: usize = 512;
+
+/// The runner: one round trip at a time, in the order the bursts came, so
+/// that a lane's events reach Redis in the order it read them. A source
+/// that reads faster than Redis answers queues bursts here; each round trip
+/// takes what has queued (backpressure is the source's own in-flight
+/// bound: its events wait for these replies before they are decided).
+async fn run(store: Arc<SharedStore>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut failing = false;
+    let mut carried: Option<Job> = None;
+    let mut batches: Vec<SharedBatch> = Vec::new();
+    let mut replies: Vec<oneshot::Sender<Arc<SharedBatch>>> = Vec::new();
+    loop {
+        let (batch, reply) = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut operations = batch.operations();
+        batches.push(batch);
+        replies.push(reply);
+        while operations < MAX_OPERATIONS_PER_ROUND_TRIP {
+            let Ok(job) = jobs.try_recv() else { break };
+            if operations + job.0.operations() > MAX_OPERATIONS_PER_ROUND_TRIP {
+                carried = Some(job);
+                break;
+            }
+            operations += job.0.operations();
+            batches.push(job.0);
+            replies.push(job.1);
+        }
+        match store.execute_all(&mut batches).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("shared feature store answers again: shared features are back");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = %e,
+                    "shared features missing: decisions are made without them and marked degraded until the shared store answers"
+                );
+            }
+            Err(_) => {}
+        }
+        for (batch, reply) in batches.drain(..).zip(replies.drain(..)) {
+            let _ = reply.send(Arc::new(batch));
+        }
+    }
+}
+
 /// One source's bursts of shared-store operations. Without shared kinds
 /// (or for a source that makes none) it is inactive and costs nothing.
 pub struct Burst {
@@ -75,30 +136,8 @@ impl Burst {
     /// current runtime (so: call from within it).
     pub(crate) fn new(store: Arc<SharedStore>, features: Arc<FeatureStore>) -> Burst {
         let batch = features.shared_batch(store.config());
-        let (runner, mut jobs) = mpsc::unbounded_channel::<Job>();
-        tokio::spawn(async move {
-            let mut failing = false;
-            while let Some((mut batch, reply)) = jobs.recv().await {
-                match store.execute(&mut batch).await {
-                    Ok(()) if failing => {
-                        failing = false;
-                        tracing::info!(
-                            "shared feature store answers again: shared features are back"
-                        );
-                    }
-                    Ok(()) => {}
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(
-                            error = %e,
-                            "shared features missing: decisions are made without them and marked degraded until the shared store answers"
-                        );
-                    }
-                    Err(_) => {}
-                }
-                let _ = reply.send(Arc::new(batch));
-            }
-        });
+        let (runner, jobs) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(run(store, jobs));
         Burst {
             inner: Some(Inner {
                 batch,
