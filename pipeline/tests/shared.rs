@@ -6,7 +6,11 @@
 //!   traffic decides, for devices and IPs whose users land on different
 //!   partitions;
 //! - with Redis stopped mid-stream every event is still decided, degraded,
-//!   and decisions are whole again once Redis is back.
+//!   and decisions are whole again once Redis is back;
+//! - an instance killed mid-stream leaves nothing counted twice or lost;
+//! - with devices and IPs kept local, a second instance in the group makes
+//!   both say (gauge and log, once per change) that those kinds are
+//!   incomplete, until it is gone.
 
 #[allow(dead_code)]
 #[path = "../../features/tests/common/servers.rs"]
@@ -702,4 +706,117 @@ fn an_instance_killed_mid_stream_leaves_nothing_counted_twice_or_lost() {
             .any(|v| matches!(v, verdict_core::Value::Number(x) if *x >= 100.0)),
         "the probes read real totals: {once:?}"
     );
+}
+
+/// The gauge of local kinds whose windows are incomplete, on an instance.
+fn local_incomplete(port: u16) -> f64 {
+    metric(port, "verdict_local_kinds_incomplete")
+}
+
+/// How often an instance's log has said that its local kinds are
+/// incomplete.
+fn incomplete_warnings(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("these kinds are local")
+        .count()
+}
+
+/// Waits until `what` holds, or fails saying `waiting_for`.
+fn wait_until(what: impl Fn() -> bool, waiting_for: &str, logs: &[&Path]) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !what() {
+        assert!(
+            Instant::now() < until,
+            "{waiting_for} within a minute:\n{}",
+            logs.iter()
+                .map(|l| tail(l))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Devices and IPs kept local (the example's placement) are complete while
+/// one instance owns every partition; once a second joins the group each
+/// sees part of their events, and both say so — the gauge counts the two
+/// kinds, the log says it once per change of ownership, not per event —
+/// until the second is gone and the first owns everything again.
+#[test]
+fn local_devices_and_ips_on_part_of_the_partitions_are_said_once_per_change() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let features = repo().join("examples/features.toml");
+    let logs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("{i}.log")))
+        .collect();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let timing = Timing {
+        deadline_ms: 50,
+        linger_ms: 0,
+    };
+    // No kind is shared: the store's address is never used.
+    let unused = "redis://127.0.0.1:1";
+    let run = |i: usize| {
+        verdict_run(
+            &brokers, &features, unused, "local", ports[i], &logs[i], timing,
+        )
+    };
+    let both: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    let first = run(0);
+    wait_for_group(&ports[..1], &both[..1]);
+    let producer = producer(&brokers);
+    let mut decisions = Decisions::new(&brokers);
+    for i in 0..10 {
+        let (key, json) = event(i);
+        produce(&producer, &key, &json);
+        decisions.wait_for(&format!("s-{i}"), &both[..1]);
+    }
+    assert_eq!(local_incomplete(ports[0]), 0.0, "alone, it sees everything");
+    assert_eq!(incomplete_warnings(&logs[0]), 0, "{}", tail(&logs[0]));
+
+    let mut second = run(1);
+    wait_until(
+        || ports.iter().all(|&p| local_incomplete(p) == 2.0),
+        "both instances count device and ip as incomplete",
+        &both,
+    );
+    for i in 10..40 {
+        let (key, json) = event(i);
+        produce(&producer, &key, &json);
+        decisions.wait_for(&format!("s-{i}"), &both);
+    }
+    for (port, log) in ports.iter().zip(&logs) {
+        let (said, rebalances) = (
+            incomplete_warnings(log),
+            metric(*port, "verdict_rebalances_total"),
+        );
+        assert!(
+            said >= 1 && said as f64 <= rebalances,
+            "said {said} times over {rebalances} rebalances, 30 events:\n{}",
+            tail(log)
+        );
+    }
+
+    second.0.kill().unwrap();
+    second.0.wait().unwrap();
+    wait_until(
+        || local_incomplete(ports[0]) == 0.0,
+        "the first instance owns every partition again",
+        &both[..1],
+    );
+    let said = incomplete_warnings(&logs[0]);
+    for i in 40..50 {
+        let (key, json) = event(i);
+        produce(&producer, &key, &json);
+        decisions.wait_for(&format!("s-{i}"), &both[..1]);
+    }
+    assert_eq!(
+        incomplete_warnings(&logs[0]),
+        said,
+        "nothing more said while it owns everything"
+    );
+    drop(first);
 }
