@@ -185,16 +185,18 @@ fn pass(engine: &Engine, events: &[Vec<u8>], rate: Option<f64>) -> Pass {
             Some(r) => started + Duration::from_secs_f64(i as f64 / r),
             None => started,
         };
+        // Whether event i has arrived (closed loop: all have, no clock read).
+        let arrived = |i: usize| rate.is_none() || due(i) <= Instant::now();
         let mut next = 0;
         while next < events.len() || !window.is_empty() {
-            let arrived = next < events.len() && due(next) <= Instant::now();
+            let ready = next < events.len() && arrived(next);
             // Read again once a whole burst fits, as a lane reads a batch.
-            if arrived && window.len() + MAX_BURST <= IN_FLIGHT {
+            if ready && window.len() + MAX_BURST <= IN_FLIGHT {
                 let mut n = 0;
                 while next < events.len()
                     && n < MAX_BURST
                     && window.len() < IN_FLIGHT
-                    && due(next) <= Instant::now()
+                    && arrived(next)
                 {
                     let line = next as u64 + 1;
                     let position = || Position::File {
@@ -213,26 +215,29 @@ fn pass(engine: &Engine, events: &[Vec<u8>], rate: Option<f64>) -> Pass {
                 p.bursts += 1;
                 continue;
             }
-            let wait = if next < events.len() {
-                tokio::time::sleep_until(due(next).into())
+            // Closed loop, or every event read: the next decision. Else
+            // the next decision or the next arrival, whichever comes first
+            // (a timer only where there is an arrival to wait for).
+            let decision = if rate.is_none() || next == events.len() {
+                window.next().await
             } else {
-                tokio::time::sleep(Duration::from_secs(3600))
-            };
-            tokio::select! {
-                biased;
-                Some(d) = window.next(), if !window.is_empty() => {
-                    out.clear();
-                    d.decision.write_json(&mut out);
-                    p.events += 1;
-                    p.latencies_us.push(d.decision.latency_us);
-                    p.degraded += usize::from(d.decision.degraded);
-                    p.outcomes[match d.decision.decision {
-                        Action::Approve => 0,
-                        Action::Review => 1,
-                        Action::Deny => 2,
-                    }] += 1;
+                tokio::select! {
+                    biased;
+                    d = window.next(), if !window.is_empty() => d,
+                    _ = tokio::time::sleep_until(due(next).into()) => None,
                 }
-                _ = wait => {}
+            };
+            if let Some(d) = decision {
+                out.clear();
+                d.decision.write_json(&mut out);
+                p.events += 1;
+                p.latencies_us.push(d.decision.latency_us);
+                p.degraded += usize::from(d.decision.degraded);
+                p.outcomes[match d.decision.decision {
+                    Action::Approve => 0,
+                    Action::Review => 1,
+                    Action::Deny => 2,
+                }] += 1;
             }
         }
         p.elapsed = started.elapsed();
@@ -293,12 +298,13 @@ fn main() {
     let rate = |p: &Pass| p.events as f64 / p.elapsed.as_secs_f64();
     for (name, p) in [("all-local", &local_pass), ("shared", &shared_pass)] {
         println!(
-            "shared/throughput/{name}: {} events in {:.2} s: {:.0} events/s, {:.2} µs of CPU per event, {} bursts",
+            "shared/throughput/{name}: {} events in {:.2} s: {:.0} events/s, {:.2} µs of CPU per event, {} bursts, {} degraded",
             p.events,
             p.elapsed.as_secs_f64(),
             rate(p),
             per(p.cpu, p),
             p.bursts,
+            p.degraded,
         );
     }
     println!(
