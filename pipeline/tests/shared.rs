@@ -180,6 +180,14 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// The last lines of each log, for a failure's message.
+fn tails(logs: &[&Path]) -> String {
+    logs.iter()
+        .map(|l| tail(l))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", 3, 1).unwrap();
@@ -221,10 +229,7 @@ impl Decisions {
             assert!(
                 Instant::now() < until,
                 "no decision for {id} within a minute:\n{}",
-                logs.iter()
-                    .map(|l| tail(l))
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
+                tails(logs)
             );
             if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) {
                 let d: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
@@ -257,21 +262,15 @@ fn produce(producer: &BaseProducer, key: &str, payload: &str) {
 /// Waits until every instance (by its HTTP port) has had partitions
 /// assigned, and the group has settled.
 fn wait_for_group(ports: &[u16], logs: &[&Path]) {
-    let until = Instant::now() + Duration::from_secs(60);
-    while !ports
-        .iter()
-        .all(|&p| metric(p, "verdict_rebalances_total") >= 1.0)
-    {
-        assert!(
-            Instant::now() < until,
-            "the group did not form:\n{}",
-            logs.iter()
-                .map(|l| tail(l))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        || {
+            ports
+                .iter()
+                .all(|&p| metric(p, "verdict_rebalances_total") >= 1.0)
+        },
+        "the group formed",
+        logs,
+    );
     std::thread::sleep(Duration::from_secs(4));
 }
 
@@ -657,11 +656,7 @@ fn an_instance_killed_mid_stream_leaves_nothing_counted_twice_or_lost() {
             Instant::now() < until,
             "{} of {EVENTS} events decided in two minutes:\n{}",
             seen.len(),
-            log_refs
-                .iter()
-                .map(|l| tail(l))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
+            tails(&log_refs)
         );
         if killed_at.is_none() && seen.len() >= EVENTS / 3 {
             doomed.0.kill().unwrap(); // SIGKILL: no drain, no commit
@@ -728,11 +723,8 @@ fn wait_until(what: impl Fn() -> bool, waiting_for: &str, logs: &[&Path]) {
     while !what() {
         assert!(
             Instant::now() < until,
-            "{waiting_for} within a minute:\n{}",
-            logs.iter()
-                .map(|l| tail(l))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
+            "not yet {waiting_for} after a minute:\n{}",
+            tails(logs)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

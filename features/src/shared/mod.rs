@@ -35,8 +35,9 @@
 //! together in the next ([`SharedStore::execute_all`]). It has its own
 //! deadline: past it, or with Redis down, it answers a [`SharedError`] at
 //! once — the caller decides with those features missing — and the
-//! connection comes back by itself when Redis does. The operations of a failed batch may have been applied: sending
-//! them again is safe, as the dedup key answers for them.
+//! connection comes back by itself when Redis does. The operations of a
+//! failed batch may have been applied: sending them again is safe, as the
+//! dedup key answers for them.
 //!
 //! Not here: which kinds are shared (the definitions' `[placement]`),
 //! deciding or marking decisions degraded (the engine), metrics names (the
@@ -452,7 +453,6 @@ impl SharedStore {
             }
             answers = send(&conn, &ops, sha).await?;
         }
-        drop(ops);
         let limit = self.config.max_reply_bytes;
         let mut answers = answers.into_iter();
         for batch in batches.iter_mut() {

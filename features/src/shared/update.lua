@@ -12,8 +12,9 @@
 -- count past its exact list also holds its sketch, 12 rows of 64
 -- registers, in "<f>r", and the merge of those 12 rows in "<f>m" (kept as
 -- registers are set, rebuilt when rows are cleared), so that an event in
--- the newest bucket reads the sketch without merging it. A distinct value is "hash,register,rank" (hash in hex,
--- computed by Verdict); a last value is its typed text ("n…", "s…", …).
+-- the newest bucket reads the sketch without merging it. A distinct value
+-- is "hash,register,rank" (hash in hex, computed by Verdict); a last value
+-- is its typed text ("n…", "s…", …).
 --
 -- The reply is what the event reads, before its own update, one item per
 -- feature: "m" (missing) or a tag, the payload's length, ':' and the
