@@ -3,7 +3,8 @@
 //! [`Live`] holds the serving [`RuleSet`] behind an `ArcSwap`: an event
 //! loads it once and decides with that one set, so no event sees half of
 //! two rule sets, and no lock is ever held. A [`Reloader`] re-reads the
-//! folder on request or when a watcher sees its contents change; a set that
+//! folder on request or when a watcher sees its contents change, or serves a
+//! set checked elsewhere ([`Reloader::serve`]: a deployed version); a set that
 //! fails to check is refused and the old one keeps serving. Every outcome
 //! is reported to a [`ReloadObserver`] (the service logs it and counts it
 //! in a metric).
@@ -47,8 +48,8 @@ impl Live {
         self.current.load_full()
     }
 
-    fn store(&self, set: RuleSet) {
-        self.current.store(Arc::new(set));
+    fn store(&self, set: Arc<RuleSet>) {
+        self.current.store(set);
     }
 }
 
@@ -83,17 +84,22 @@ impl Reloader {
     /// new version, or the errors (the old set keeps serving).
     pub fn reload(&self) -> Result<Arc<str>, Diagnostics> {
         match RuleSet::load_dir(&self.dir, &self.catalogue) {
-            Ok(set) => {
-                let version = set.version().clone();
-                self.live.store(set);
-                self.observer.reloaded(&version);
-                Ok(version)
-            }
+            Ok(set) => Ok(self.serve(Arc::new(set))),
             Err(errors) => {
                 self.observer.refused(&errors);
                 Err(errors)
             }
         }
+    }
+
+    /// Swaps in a rule set that was checked elsewhere (against the same
+    /// catalogue), such as a deployed version read from a version store;
+    /// the observer is told as for a reload. Returns its version.
+    pub fn serve(&self, set: Arc<RuleSet>) -> Arc<str> {
+        let version = set.version().clone();
+        self.live.store(set);
+        self.observer.reloaded(&version);
+        version
     }
 
     /// Reloads when the folder's contents changed since the last look.
