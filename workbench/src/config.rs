@@ -2,7 +2,9 @@
 //! keeps its record, and where deployed rule-set versions live.
 //!
 //! Every table refuses unknown keys, so a misspelt key is an error at start,
-//! not a silent default. Example:
+//! not a silent default. It serialises (for `verdict run --check-config`)
+//! with every password hash and every Kafka property that holds a
+//! credential shown as `<redacted>`. Example:
 //!
 //! ```toml
 //! [workbench]
@@ -26,13 +28,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 use crate::error::WorkbenchError;
 
 /// The workbench: off unless this table is present.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkbenchConfig {
     /// Folder of the workbench's durable state: the audit log
@@ -73,7 +75,7 @@ pub struct WorkbenchConfig {
 }
 
 /// One person who may log in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The login name, unique.
@@ -85,13 +87,14 @@ pub struct UserConfig {
     pub role: Role,
     /// The argon2 hash of the password, as a PHC string
     /// (`$argon2id$v=19$…`), as `verdict-workbench-hash` prints it.
+    #[serde(serialize_with = "redact")]
     pub password_hash: String,
 }
 
 /// Where rule-set versions live. Exactly one of the two, or neither: then
 /// versions are kept in this process only (lost at exit; for tests and
 /// trials).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionsConfig {
     /// A compacted Kafka topic that every instance reads from its start.
@@ -103,7 +106,7 @@ pub struct VersionsConfig {
 }
 
 /// The Kafka topic of rule-set versions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaVersionsConfig {
     /// `bootstrap.servers`.
@@ -117,12 +120,12 @@ pub struct KafkaVersionsConfig {
     pub replication: i32,
     /// Further librdkafka properties (security, SASL) for both the producer
     /// and the consumer, as text.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_credentials")]
     pub properties: BTreeMap<String, String>,
 }
 
 /// The TLS listener's certificate and key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain, PEM, leaf first.
@@ -133,6 +136,46 @@ pub struct TlsConfig {
     /// restart (a failed load keeps the old pair). Default 10.
     #[serde(default = "default_tls_poll_secs")]
     pub poll_secs: u64,
+}
+
+const REDACTED: &str = "<redacted>";
+
+fn redact<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(REDACTED)
+}
+
+/// A property whose name says it holds a credential (`sasl.password`,
+/// `ssl.key.pem`, `sasl.jaas.config` …) is shown as `<redacted>`.
+fn redact_credentials<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let credential = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        [
+            "password",
+            "secret",
+            "token",
+            "credential",
+            "jaas",
+            "private",
+        ]
+        .iter()
+        .any(|w| key.contains(w))
+            || key.ends_with(".key")
+            || key.ends_with(".key.pem")
+            || key == "sasl.oauthbearer.config"
+    };
+    let shown: BTreeMap<&str, &str> = properties
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                if credential(k) { REDACTED } else { v.as_str() },
+            )
+        })
+        .collect();
+    serde::Serialize::serialize(&shown, s)
 }
 
 fn default_session_idle_minutes() -> u64 {
@@ -250,6 +293,36 @@ mod tests {
             assert!(parse(&ok.replace(typo, key)).is_err(), "{key}");
         }
         assert!(parse(&ok.replace("\"analyst\"", "\"superuser\"")).is_err());
+    }
+
+    #[test]
+    fn shown_it_redacts_password_hashes_and_credential_properties() {
+        let hash = crate::auth::hash_password("x");
+        let mut c = WorkbenchConfig::new("/tmp/wb".into(), vec![]);
+        c.users.push(UserConfig {
+            name: "alice".into(),
+            role: Role::Analyst,
+            password_hash: hash.clone(),
+        });
+        c.versions.kafka = Some(KafkaVersionsConfig {
+            brokers: "k:9092".into(),
+            topic: default_topic(),
+            replication: 1,
+            properties: BTreeMap::from([
+                ("sasl.password".into(), "hunter2".into()),
+                ("security.protocol".into(), "sasl_ssl".into()),
+            ]),
+        });
+        let shown = toml::to_string(&c).unwrap();
+        assert!(
+            !shown.contains(&hash) && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("sasl_ssl") && shown.contains("alice"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches(REDACTED).count(), 2, "{shown}");
     }
 
     #[test]

@@ -31,6 +31,18 @@ fn tls_err(tls: &TlsConfig, why: impl std::fmt::Display) -> WorkbenchError {
     }
 }
 
+/// Reads the certificate and key and builds the TLS configuration once, so
+/// that a service can refuse to start with a pair that cannot be used
+/// before it spawns [`serve_tls`].
+pub async fn check(tls: &TlsConfig) -> Result<(), WorkbenchError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (cert, key) = read_pair(tls).await.map_err(|e| tls_err(tls, e))?;
+    RustlsConfig::from_pem(cert, key)
+        .await
+        .map_err(|e| tls_err(tls, e))?;
+    Ok(())
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` completes (then
 /// lets open requests finish for up to ten seconds). Fails at once when the
 /// certificate or key cannot be used.

@@ -43,6 +43,8 @@ pub struct KafkaVersions {
     producer: FutureProducer,
     follower: Arc<Follower>,
     stop: Arc<AtomicBool>,
+    /// The thread that follows the topic.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 fn kafka_err(topic: &str, why: impl std::fmt::Display) -> StoreError {
@@ -125,7 +127,7 @@ impl KafkaVersions {
 
         let stop = Arc::new(AtomicBool::new(false));
         let (f, s, t) = (follower.clone(), stop.clone(), topic.clone());
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name("rulesets-follow".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
@@ -138,6 +140,7 @@ impl KafkaVersions {
             producer,
             follower,
             stop,
+            reader: Some(reader),
         })
     }
 }
@@ -203,8 +206,14 @@ fn create_topic(base: &ClientConfig, topic: &str, replication: i32) -> Result<()
 }
 
 impl Drop for KafkaVersions {
+    /// Stops the topic's reader and waits for it (at most one poll), so
+    /// that it never outlives its store and reads from brokers that are
+    /// going away.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
