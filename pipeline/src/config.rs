@@ -40,6 +40,12 @@ pub struct Config {
     /// `instance`; see `verdict_history::WriterConfig`). Off without it.
     #[serde(default)]
     pub history: Option<verdict_history::WriterConfig>,
+    /// The analysts' workbench, served on the HTTP listener under
+    /// `/workbench/` (users, where deployed rule-set versions live, TLS;
+    /// see `verdict_workbench::config` and `docs/workbench.md`). Off
+    /// without it.
+    #[serde(default)]
+    pub workbench: Option<verdict_workbench::WorkbenchConfig>,
     /// The folder the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,

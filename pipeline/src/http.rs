@@ -426,7 +426,13 @@ async fn versions(State(s): State<Shared>, headers: HeaderMap) -> Response {
 
 /// Serves the endpoints until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) {
-    if let Err(e) = axum::serve(listener, router(state)).await {
+    serve_router(listener, router(state)).await;
+}
+
+/// Serves `app` (the service's [`router`], with whatever is merged into
+/// it) on `listener` until the process ends.
+pub async fn serve_router(listener: tokio::net::TcpListener, app: Router) {
+    if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the HTTP server stopped");
     }
 }

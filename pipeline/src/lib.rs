@@ -14,6 +14,7 @@
 //!   (JSON-lines files), [`http`] (the HTTP API);
 //! - [`metrics`], [`config`], [`logging`], and [`service`] (what `run` and
 //!   `demo` share);
+//! - [`workbench`]: the analysts' workbench mounted over the engine;
 //! - [`cli`]: the commands.
 
 pub mod backtest;
@@ -27,3 +28,4 @@ pub mod logging;
 pub mod metrics;
 pub mod service;
 pub mod window;
+pub mod workbench;

@@ -410,6 +410,23 @@ impl Metrics {
         });
     }
 
+    /// The totals so far: events decided, and hits by rule name (shadow
+    /// hits included), for the workbench's hour and day counts. Off the
+    /// event path: it walks every rule's counter.
+    pub fn rule_hit_totals(&self) -> (u64, std::collections::BTreeMap<String, u64>) {
+        let decided = self.by_outcome.iter().map(IntCounter::get).sum();
+        let mut hits = std::collections::BTreeMap::new();
+        for family in prometheus::core::Collector::collect(&self.rule_hits) {
+            for m in family.get_metric() {
+                let Some(rule) = m.get_label().iter().find(|l| l.name() == "rule") else {
+                    continue;
+                };
+                hits.insert(rule.value().to_owned(), m.get_counter().get_value() as u64);
+            }
+        }
+        (decided, hits)
+    }
+
     /// One model batch scored.
     pub fn observe_model_batch(&self, size: usize) {
         self.model_batch.observe(size as f64);

@@ -1,6 +1,7 @@
 //! What `verdict run` and `verdict demo` share around the Kafka pipeline:
-//! the engine and metrics they serve, the HTTP listener, the shutdown
-//! signals and the periodic reporters.
+//! the engine and metrics they serve, the HTTP listener (with the
+//! analysts' workbench when configured), the shutdown signals and the
+//! periodic reporters.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +26,8 @@ pub struct Service {
     pub ready: Arc<AtomicBool>,
     /// The decision log's writer, when `[history]` is configured.
     history: std::sync::Mutex<Option<verdict_history::HistoryWriter>>,
+    /// The analysts' workbench, once mounted on the HTTP listener.
+    workbench: std::sync::Mutex<Option<crate::workbench::Mounted>>,
 }
 
 impl Service {
@@ -49,6 +52,7 @@ impl Service {
         };
         Ok(Service {
             history: std::sync::Mutex::new(history),
+            workbench: std::sync::Mutex::new(None),
             engine,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
@@ -94,8 +98,24 @@ impl Service {
     }
 
     /// Binds `[http] listen` and serves the API there until the process
-    /// ends; answers the bound address. Inside a Tokio runtime.
+    /// ends, with the analysts' workbench under `/workbench/` when
+    /// `[workbench]` is configured (over TLS when it names a certificate);
+    /// answers the bound address. Inside a Tokio runtime.
     pub async fn serve_http(&self, config: &Config) -> Result<SocketAddr> {
+        let exe = std::env::current_exe().context("cannot find the verdict binary")?;
+        let mounted = crate::workbench::mount(
+            config,
+            self.engine.clone(),
+            self.metrics.clone(),
+            exe.clone(),
+        )
+        .await?;
+        let tls = mounted.as_ref().and_then(|m| m.config.tls.clone());
+        if let Some(t) = &tls {
+            verdict_workbench::tls::check(t)
+                .await
+                .context("the HTTP listener's TLS ([workbench.tls]) cannot be used")?;
+        }
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
@@ -107,14 +127,43 @@ impl Service {
             ready: self.ready.clone(),
             max_body_bytes: config.http.max_body_bytes,
             max_in_flight: config.http.max_in_flight,
-            backtest: Some(Arc::new(BacktestApi::from_config(
-                config,
-                std::env::current_exe().context("cannot find the verdict binary")?,
-            ))),
+            backtest: Some(Arc::new(BacktestApi::from_config(config, exe))),
         };
-        tokio::spawn(crate::http::serve(listener, state));
-        tracing::info!(url = %format!("http://{addr}/metrics"), "serving HTTP");
+        let mut app = crate::http::router(state);
+        if let Some(m) = &mounted {
+            app = app.merge(m.workbench.router());
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        match tls {
+            Some(t) => {
+                let listener = listener.into_std()?;
+                tokio::spawn(async move {
+                    let never = std::future::pending::<()>();
+                    if let Err(e) = verdict_workbench::tls::serve_tls(listener, app, t, never).await
+                    {
+                        tracing::error!(error = %e, "the HTTPS server stopped");
+                    }
+                });
+            }
+            None => {
+                tokio::spawn(crate::http::serve_router(listener, app));
+            }
+        }
+        tracing::info!(url = %format!("{scheme}://{addr}/metrics"), "serving HTTP");
+        if mounted.is_some() {
+            tracing::info!(url = %format!("{scheme}://{addr}/workbench/"), "serving the workbench");
+        }
+        *self.workbench.lock().unwrap_or_else(|e| e.into_inner()) = mounted;
         Ok(addr)
+    }
+
+    /// The workbench, once [`Service::serve_http`] has mounted it.
+    pub fn workbench_store(&self) -> Option<Arc<dyn verdict_workbench::VersionStore>> {
+        self.workbench
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.store.clone())
     }
 
     /// Exports the feature store's size and counters every few seconds,

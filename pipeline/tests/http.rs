@@ -46,6 +46,7 @@ async fn start_with(token: Option<&str>) -> (std::net::SocketAddr, Arc<Metrics>)
             ))
         }),
         history: None,
+        workbench: None,
         base: Default::default(),
     };
     let metrics = Arc::new(Metrics::new());

@@ -56,6 +56,7 @@ fn config(history: &Path) -> Config {
             }))
             .unwrap(),
         ),
+        workbench: None,
         base: Default::default(),
     }
 }

@@ -67,6 +67,7 @@ fn config(brokers: &str) -> Config {
             "/../models/fraud-gbt.manifest.toml"
         ))),
         history: None,
+        workbench: None,
         base: Default::default(),
     }
 }

@@ -39,7 +39,7 @@ pub struct RunArgs {
 /// (every file the configuration names, compiled) and the Kafka clients
 /// (librdkafka refuses an unknown or malformed property when a client is
 /// created, before it connects); properties Verdict cannot honour safely
-/// are refused with the reason.
+/// are refused with the reason; the workbench's users and limits.
 fn check_config(config: &Config) -> Result<Engine> {
     let refused = unsafe_properties(&config.kafka);
     if !refused.is_empty() {
@@ -49,6 +49,14 @@ fn check_config(config: &Config) -> Result<Engine> {
         );
     }
     let engine = Engine::load_vetted(config, &std::env::current_exe()?)?;
+    if let Some(wb) = &config.workbench {
+        wb.validate()
+            .context("the workbench settings cannot be used ([workbench])")?;
+        anyhow::ensure!(
+            engine.rules_dir().is_some(),
+            "the workbench deploys rule sets, but no rule folder is configured: set [engine] rules"
+        );
+    }
     let k = &config.kafka;
     consumer_config(k, 0)
         .create::<BaseConsumer>()

@@ -273,6 +273,8 @@ struct Rules {
     live: Arc<Live>,
     reloader: Arc<Reloader>,
     stop_watch: Arc<AtomicBool>,
+    /// The rule folder it was loaded from.
+    dir: PathBuf,
 }
 
 impl Drop for Engine {
@@ -661,7 +663,7 @@ impl Engine {
                 );
                 let live = Arc::new(Live::new(set));
                 let reloader = Arc::new(Reloader::new(
-                    dir,
+                    dir.clone(),
                     catalogue.clone(),
                     live.clone(),
                     observer.clone(),
@@ -677,6 +679,7 @@ impl Engine {
                     live,
                     reloader,
                     stop_watch,
+                    dir,
                 })
             }
         };
@@ -882,12 +885,37 @@ impl Engine {
     }
 
     /// Re-reads the rule folder now; the old set keeps serving when the new
-    /// one does not check.
+    /// one does not check. Refused once a version deployed through the
+    /// workbench serves ([`Engine::serve_rules`]).
     pub fn reload_rules(&self) -> Result<Arc<str>, String> {
         match &self.rules {
+            Some(r) if r.stop_watch.load(Ordering::Relaxed) => Err(
+                "the serving rule set is the newest version deployed through the workbench; \
+                 reloading the folder would undo it: deploy the change through the workbench"
+                    .into(),
+            ),
             Some(r) => r.reloader.reload().map_err(|e| e.to_string()),
             None => Err("no rule folder is configured ([engine] rules)".into()),
         }
+    }
+
+    /// Serves `set`, checked against this engine's catalogue elsewhere (a
+    /// version deployed through the workbench's store), and stops watching
+    /// the rule folder: from then on the store says what serves. Errors
+    /// when no rule folder is configured, as there is then no serving set.
+    pub fn serve_rules(&self, set: Arc<RuleSet>) -> Result<Arc<str>, String> {
+        match &self.rules {
+            Some(r) => {
+                r.stop_watch.store(true, Ordering::Relaxed);
+                Ok(r.reloader.serve(set))
+            }
+            None => Err("no rule folder is configured ([engine] rules)".into()),
+        }
+    }
+
+    /// The rule folder the serving set was first loaded from.
+    pub fn rules_dir(&self) -> Option<&Path> {
+        self.rules.as_ref().map(|r| r.dir.as_path())
     }
 
     /// The feature store's counters, when there is one.
