@@ -56,9 +56,70 @@ pub struct DemoArgs {
     /// Share of generated events that belong to a fraud scenario (0–1).
     #[arg(long, default_value_t = 0.05)]
     pub fraud_rate: f64,
-    /// Where `/metrics` is served (overrides `[http] listen`).
+    /// Where `/metrics` and the workbench are served (overrides `[http]
+    /// listen`).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Leave out the analysts' workbench (on by default in the demo, with
+    /// demo logins, its versions on the embedded broker, and a decision
+    /// log in a temporary folder for its backtests).
+    #[arg(long)]
+    pub no_workbench: bool,
+}
+
+/// The demo's logins: each user's password is its name + `-demo`.
+const DEMO_USERS: [(&str, verdict_workbench::Role); 3] = [
+    ("analyst", verdict_workbench::Role::Analyst),
+    ("approver", verdict_workbench::Role::Approver),
+    ("admin", verdict_workbench::Role::Admin),
+];
+
+/// The workbench of the demo, in `dir`: its record, its versions on the
+/// embedded broker (topic `verdict.rulesets`), and, unless one is
+/// configured, a decision log that its backtests read.
+fn demo_workbench(config: &mut Config, dir: &std::path::Path, brokers: &str) -> Result<()> {
+    use verdict_workbench::config::{KafkaVersionsConfig, UserConfig};
+    let users = DEMO_USERS
+        .iter()
+        .map(|(name, role)| UserConfig {
+            name: (*name).into(),
+            role: *role,
+            password_hash: verdict_workbench::hash_password(&format!("{name}-demo")),
+        })
+        .collect();
+    let mut wb = verdict_workbench::WorkbenchConfig::new(dir.join("workbench"), users);
+    wb.versions.kafka = Some(KafkaVersionsConfig {
+        brokers: brokers.into(),
+        topic: DEMO_VERSIONS_TOPIC.into(),
+        replication: 1,
+        properties: Default::default(),
+    });
+    config.workbench = Some(wb);
+    if config.history.is_none() {
+        // Files close every few seconds, so a backtest sees the traffic
+        // decided so far.
+        config.history = Some(
+            serde_json::from_value(serde_json::json!({
+                "location": dir.join("decisions").to_string_lossy(),
+                "instance": "demo",
+                "file_max_age_secs": 5,
+            }))
+            .context("the demo's decision log")?,
+        );
+    }
+    Ok(())
+}
+
+const DEMO_VERSIONS_TOPIC: &str = "verdict.rulesets";
+
+/// What the demo says of its workbench: the address and the logins.
+fn workbench_lines(addr: std::net::SocketAddr) -> String {
+    let mut s = format!("  workbench     http://{addr}/workbench/  (logins:");
+    for (i, (name, _)) in DEMO_USERS.iter().enumerate() {
+        s += &format!("{} {name} / {name}-demo", if i == 0 { "" } else { "," });
+    }
+    s += ")";
+    s
 }
 
 /// What the watcher has read back so far.
@@ -125,6 +186,18 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
     }
     let brokers = cluster.bootstrap_servers();
     config.kafka.brokers.clone_from(&brokers);
+    // Kept until the demo ends: the workbench's record and decision log.
+    let scratch = tempfile::Builder::new()
+        .prefix("verdict-demo-")
+        .tempdir()
+        .context("cannot make the demo's temporary folder")?;
+    let workbench = !args.no_workbench && config.workbench.is_none();
+    if workbench {
+        cluster
+            .create_topic(DEMO_VERSIONS_TOPIC, 1, 1)
+            .context("cannot create the rule-set versions topic on the embedded broker")?;
+        demo_workbench(&mut config, scratch.path(), &brokers)?;
+    }
     // Small batches keep the demo's latency representative of a tuned
     // deployment rather than of the default linger.
     config
@@ -136,14 +209,27 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
 
     let service = Service::load(&config, &std::env::current_exe()?)?;
     let pipeline = service.pipeline(config.kafka.clone());
+    let history_timeout = Duration::from_millis(config.kafka.shutdown_timeout_ms.max(5_000));
+    let service = Arc::new(service);
+    let serving = service.clone();
 
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let summary = rt.block_on(async move {
+        let service = serving;
         let addr = service.serve_http(&config).await.map_err(|e| {
             e.context("choose another address with --listen")
         })?;
         service.start_reporters();
         eprintln!("verdict demo: metrics at http://{addr}/metrics; Ctrl-C stops");
+        if workbench {
+            eprintln!("{}", workbench_lines(addr));
+            if args.duration > 0 {
+                eprintln!(
+                    "  (the demo stops after {} s: `--duration 0` keeps it, and the workbench, running until Ctrl-C)",
+                    args.duration
+                );
+            }
+        }
 
         let interrupted = Arc::new(AtomicBool::new(false));
         let i = interrupted.clone();
@@ -250,9 +336,21 @@ pub fn run(args: DemoArgs) -> Result<std::process::ExitCode> {
         pipeline_result?;
         let elapsed = started.elapsed();
         let t = std::mem::take(&mut *tally.lock().expect("tally lock"));
-        anyhow::Ok(summarise(total, t, elapsed))
+        let (mut text, complete) = summarise(total, t, elapsed);
+        if workbench {
+            text.push('\n');
+            text += &workbench_lines(addr);
+        }
+        anyhow::Ok((text, complete))
     });
+    // In order: the tasks (the workbench's among them), the decision log's
+    // last file, the workbench's reader of the versions topic, then the
+    // broker and the temporary folder they use.
+    drop(rt);
+    service.close_history(history_timeout);
+    drop(service);
     drop(cluster);
+    drop(scratch);
     let (text, complete) = summary?;
     println!("{text}");
     Ok(if complete {
