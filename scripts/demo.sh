@@ -3,7 +3,8 @@
 # broker, the synthetic traffic generator, and the full pipeline deciding
 # every event with the example schema, features, model and rules. Installs
 # and builds what it needs first (quick the second time): ONNX Runtime from
-# PyPI into .verdict/venv, then a release build. Options go to
+# PyPI into .verdict/venv, the workbench's browser bundle (npm), then a
+# release build. Options go to
 # `verdict demo` (see --help), e.g.
 #   scripts/demo.sh --rate 5000 --duration 60
 set -euo pipefail
@@ -12,5 +13,6 @@ cd "$(dirname "$0")/.."
 scripts/ensure-python.sh
 ORT_DYLIB_PATH="$(scripts/ensure-python.sh --print-ort-path)"
 export ORT_DYLIB_PATH
+scripts/build-webui.sh
 cargo build --release --locked --bin verdict
 exec target/release/verdict demo "$@"
