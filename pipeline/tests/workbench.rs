@@ -9,129 +9,17 @@
 //!   instance started afterwards serves it too.
 //! - Once a deployed version serves, a reload of the folder is refused.
 
+#[allow(dead_code)]
+#[path = "common/service.rs"]
+mod service;
+
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-const USERS: [(&str, &str); 3] = [
-    ("alice", "analyst"),
-    ("bob", "approver"),
-    ("vera", "viewer"),
-];
-
-fn password(user: &str) -> String {
-    format!("{user}-correct-horse")
-}
-
-const ADMIN_TOKEN: &str = "test-admin-token";
-
-/// The repository's `verdict.toml` with absolute paths, a decision log in
-/// `dir`, and a workbench whose versions are on `brokers`, its record in
-/// `dir/<instance>`.
-fn config_file(dir: &Path, brokers: &str, instance: &str) -> PathBuf {
-    let root = repo().canonicalize().unwrap();
-    let mut text = std::fs::read_to_string(root.join("verdict.toml"))
-        .unwrap()
-        .replace("\"examples/", &format!("\"{}/examples/", root.display()))
-        .replace("\"models/", &format!("\"{}/models/", root.display()));
-    let features = std::fs::read_to_string(root.join("examples/features.toml"))
-        .unwrap()
-        .replace(
-            "\"data/profiles.csv\"",
-            &format!(
-                "{:?}",
-                root.join("examples/data/profiles.csv")
-                    .display()
-                    .to_string()
-            ),
-        );
-    std::fs::write(dir.join("features.toml"), features).unwrap();
-    text = text.replace(
-        &format!("\"{}/examples/features.toml\"", root.display()),
-        &format!("{:?}", dir.join("features.toml").display().to_string()),
-    );
-    text += &format!(
-        "\n[history]\nlocation = {:?}\ninstance = {instance:?}\nfile_max_age_secs = 1\n",
-        dir.join("decisions").display().to_string()
-    );
-    text += &format!(
-        "\n[workbench]\ndata_dir = {:?}\n",
-        dir.join(instance).display().to_string()
-    );
-    for (name, role) in USERS {
-        text += &format!(
-            "\n[[workbench.users]]\nname = {name:?}\nrole = {role:?}\npassword_hash = {:?}\n",
-            verdict_workbench::hash_password(&password(name))
-        );
-    }
-    text += &format!(
-        "\n[workbench.versions.kafka]\nbrokers = {brokers:?}\ntopic = \"verdict.rulesets\"\n"
-    );
-    let path = dir.join(format!("{instance}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A `verdict run` with the configuration `config`.
-fn verdict_run(config: &Path, brokers: &str, http: u16, log: &Path) -> Guard {
-    let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("VERDICT_KAFKA__BROKERS", brokers)
-        .env("VERDICT_KAFKA__LANES", "1")
-        .env("VERDICT_KAFKA__COMMIT_INTERVAL_MS", "200")
-        .env(
-            "VERDICT_KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
-            "3000",
-        )
-        .env(
-            "VERDICT_KAFKA__CONSUMER_PROPERTIES__HEARTBEAT.INTERVAL.MS",
-            "300",
-        )
-        .env("VERDICT_HTTP__LISTEN", format!("127.0.0.1:{http}"))
-        .env("VERDICT_HTTP__ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("VERDICT_MODEL__EXPLAIN__TOP", "0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    Guard(child)
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
+use service::*;
 
 /// One answer: status, headers (lower-cased names), body.
 struct Answer {
@@ -226,21 +114,6 @@ fn login(port: u16, user: &str) -> Session {
     }
 }
 
-fn wait_until(what: impl Fn() -> bool, waiting_for: &str, logs: &[&Path]) {
-    let until = Instant::now() + Duration::from_secs(90);
-    while !what() {
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {waiting_for}\n{}",
-            logs.iter()
-                .map(|l| tail(l))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The probe event: a payment of 4321.75, which only the rule the test
 /// deploys singles out.
 fn probe(i: usize) -> Value {
@@ -284,21 +157,13 @@ const PROBE_RULE: &str = "rule workbench_probe:\n  deny if event.amount == 4321.
 #[test]
 fn every_instance_serves_what_the_workbench_deploys_once_a_second_person_approves() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = MockCluster::new(1).unwrap();
-    for (topic, partitions) in [
-        ("events", 2),
-        ("decisions", 2),
-        ("dead-letters", 1),
-        ("verdict.rulesets", 1),
-    ] {
-        cluster.create_topic(topic, partitions, 1).unwrap();
-    }
+    let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
     let (pa, pb) = (free_port(), free_port());
     let (la, lb) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let logs = [la.as_path(), lb.as_path()];
-    let ca = config_file(dir.path(), &brokers, "a");
-    let cb = config_file(dir.path(), &brokers, "b");
+    let ca = config_file(dir.path(), &brokers, "a", None);
+    let cb = config_file(dir.path(), &brokers, "b", None);
     let _a = verdict_run(&ca, &brokers, pa, &la);
     let up = |port: u16| {
         move || {
@@ -510,13 +375,4 @@ fn every_instance_serves_what_the_workbench_deploys_once_a_second_person_approve
             "{step:?} in {actions:?}"
         );
     }
-}
-
-/// Rows in the complete Parquet files under `dir`.
-fn parquet_rows(dir: &Path) -> u64 {
-    verdict_history::HistoryReader::open(
-        &dir.to_string_lossy(),
-        &verdict_history::ReaderOptions::default(),
-    )
-    .map_or(0, |r| r.rows_hint())
 }

@@ -1,24 +1,29 @@
-//! The analyst's path in a real browser: headless Chromium driven through
-//! WebDriver (chromedriver), against the workbench served over TLS on the
-//! facade engine. Log in; edit a rule; see the inline error; fix it; run
-//! the tests; backtest; propose; approve and deploy as a second user; see
-//! the new version serving; roll back the same way.
+//! The analyst's path in a real browser against `verdict run`: headless
+//! Chromium driven through WebDriver (chromedriver), the workbench served
+//! over TLS by the service on librdkafka's mock cluster, with a decision
+//! log of traffic it decided. Log in; edit a rule; see the inline error;
+//! fix it; run the tests; backtest on the decision log; propose; approve
+//! and deploy as a second user; see the new version decide `POST
+//! /v1/decisions`; roll back the same way, and see the old one decide
+//! again.
 //!
 //! With `VERDICT_SCREENSHOTS=1` it saves a screenshot of each page under
 //! `docs/screenshots/`. Chromium and chromedriver come from
 //! `scripts/ensure-browser.sh`.
 
-mod common;
+#[allow(dead_code)]
+#[path = "common/service.rs"]
+mod service;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use verdict_workbench::config::TlsConfig;
-use verdict_workbench::tls::serve_tls;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::{Value, json};
+use service::*;
 
 /// Ends chromedriver (and its browser) when the test ends, passing or not.
 struct Driver(Child);
@@ -28,14 +33,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_driver() -> (Driver, u16) {
@@ -155,32 +152,85 @@ fn chord(keys: &[Key]) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
-    assert!(
-        verdict_workbench::assets::ui_built(),
-        "the browser bundle is not built: run scripts/build-webui.sh"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (wb, store) = workbench(&dir.path().join("data")).await;
+/// Decides one payment through `POST /v1/decisions`, from the page (same
+/// origin, over the service's TLS listener); answers the decision.
+async fn decide(c: &Client, id: &str, user: &str, amount: f64) -> Value {
+    let event = json!({
+        "event_id": id,
+        "event_type": "payment",
+        "timestamp": 1_764_000_000_000u64 + 41 * 300_000,
+        "user_id": user,
+        "amount": amount,
+        "currency": "EUR",
+    })
+    .to_string();
+    c.execute(
+        "return fetch('/v1/decisions', {method: 'POST', headers: {'content-type': 'application/json'}, body: arguments[0]}).then(r => r.json());",
+        vec![json!(event)],
+    )
+    .await
+    .expect("POST /v1/decisions from the page")
+}
 
-    // The workbench over TLS, as a browser meets it in production.
+fn hits(decision: &Value) -> Vec<String> {
+    decision["hits"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h["rule"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyst_and_an_approver_change_what_the_service_decides_and_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let tls = TlsConfig {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-        poll_secs: 60,
-    };
-    tokio::spawn(serve_tls(
-        listener,
-        wb.router(),
-        tls,
-        std::future::pending(),
-    ));
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let port = free_port();
+    let log = dir.path().join("verdict.log");
+    let config = config_file(dir.path(), &brokers, "a", Some((&crt, &key)));
+    let _verdict = verdict_run(&config, &brokers, port, &log);
+    wait_until(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the service's TLS listener",
+        &[&log],
+    );
+
+    // Traffic through Kafka for the decision log a backtest reads: eight
+    // users' payments five minutes apart (each user's 40 minutes apart),
+    // the even users' large.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for i in 0..40u64 {
+        let user = format!("u_b_{}", i % 8);
+        let event = json!({
+            "event_id": format!("k-{i}"),
+            "event_type": "payment",
+            "timestamp": 1_764_000_000_000u64 + i * 300_000,
+            "user_id": user,
+            "amount": if i % 2 == 0 { 2500.0 } else { 12.5 },
+            "currency": "EUR",
+        })
+        .to_string();
+        producer
+            .send(BaseRecord::to("events").key(&user).payload(&event))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let decisions = dir.path().join("decisions");
+    wait_until(
+        || parquet_rows(&decisions) >= 40,
+        "the 40 events in complete decision-log files",
+        &[&log],
+    );
 
     let (_driver, driver_port) = start_driver().await;
     let c = browser(driver_port, &dir.path().join("profile")).await;
@@ -196,6 +246,10 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
     // The analyst edits a rule file and sees the checker's error inline.
     log_in(&c, "alice").await;
     wait_text(&c, "#serving-version", "Version 1").await;
+    let v1 = decide(&c, "b-0", "u_b_0", 9000.0).await["ruleset_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     click(&c, "#nav-draft").await;
     click(&c, "a[data-file='60-model.rules']").await;
     let editor = c
@@ -210,7 +264,7 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
         .await
         .unwrap();
     editor
-        .send_keys("\n\nrule wb_large_amount:\n  review if event.amout > 5000 and feature.user.txn_count_24h >= 3")
+        .send_keys("\n\nrule wb_large_amount:\n  review if event.amout > 2000 and feature.user.txn_count_24h >= 3")
         .await
         .unwrap();
     wait_text(&c, "#check-status", "1 error").await;
@@ -229,7 +283,7 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
         .await
         .unwrap();
     editor
-        .send_keys("  review if event.amount > 5000 and feature.user.txn_count_24h >= 3")
+        .send_keys("  review if event.amount > 2000 and feature.user.txn_count_24h >= 3")
         .await
         .unwrap();
     wait_text(&c, "#check-status", "The draft checks").await;
@@ -250,7 +304,13 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
     shot(&c, "draft-tests").await;
 
     click(&c, "#run-backtest").await;
-    wait_text(&c, "#backtest-report", "decisions change").await;
+    let report = wait_text(&c, "#backtest-report", "decisions change").await;
+    // Each even user's fourth and fifth large payment (three payments
+    // before it that day) moves from approve to review.
+    assert!(
+        report.contains("Backtest: 40 events, 8 decisions change"),
+        "{report}"
+    );
     let rules = wait_text(&c, "#backtest-rules", "wb_large_amount").await;
     assert!(rules.contains("added"), "{rules}");
     shot(&c, "backtest").await;
@@ -283,7 +343,11 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
     wait_text(&c, "#serving-version", "Version 2").await;
     wait_text(&c, "#serving-rules", "wb_large_amount").await;
     shot(&c, "serving").await;
-    assert_eq!(store.follower().current().unwrap().version.number, 2);
+    // The new version decides `POST /v1/decisions`: the large payment of
+    // a user with payments today is now sent to review by the new rule.
+    let d = decide(&c, "b-1", "u_b_0", 9000.0).await;
+    assert_ne!(d["ruleset_version"], v1.as_str(), "{d}");
+    assert!(hits(&d).contains(&"wb_large_amount".to_owned()), "{d}");
     log_out(&c).await;
 
     // Roll back: the analyst restores version 1, the approver approves.
@@ -307,10 +371,10 @@ async fn an_analyst_and_an_approver_change_the_serving_rules_and_roll_back() {
         !rules.contains("wb_large_amount"),
         "the rollback still serves the new rule"
     );
-    assert_eq!(
-        store.follower().current().unwrap().version.files,
-        example_files()
-    );
+    // Rolled back: the same payment decides as it did before.
+    let d = decide(&c, "b-2", "u_b_0", 9000.0).await;
+    assert_eq!(d["ruleset_version"], v1.as_str(), "{d}");
+    assert!(!hits(&d).contains(&"wb_large_amount".to_owned()), "{d}");
 
     click(&c, "#nav-audit").await;
     let audit = wait_text(&c, "#audit", "rolled back").await;
