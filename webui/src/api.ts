@@ -228,6 +228,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 export const api = {
   login: (user: string, password: string) =>
     call<{ user: string; role: Role; csrf: string }>("POST", "login", { user, password }),
+  loginOptions: () => call<{ passwords: boolean; oidc: string | null }>("GET", "login-options"),
   logout: () => call<unknown>("POST", "logout", {}),
   session: () => call<SessionInfo>("GET", "session"),
   catalogue: () => call<Catalogue>("GET", "catalogue"),

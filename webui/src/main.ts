@@ -59,6 +59,22 @@ function loginView(message = ""): void {
   });
   app.replaceChildren(form);
   user.focus();
+  // Single sign-on, when the server has a provider: a plain link, as the
+  // provider's pages need a top-level navigation.
+  api
+    .loginOptions()
+    .then((o) => {
+      if (o.oidc) {
+        form.insertBefore(
+          h("a", { id: "login-oidc", class: "button", href: "/workbench/api/oidc/login" }, o.oidc),
+          error,
+        );
+      }
+      if (!o.passwords) {
+        for (const el of form.querySelectorAll("label, #login-submit")) el.remove();
+      }
+    })
+    .catch(() => {});
 }
 
 async function route(): Promise<void> {

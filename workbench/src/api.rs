@@ -81,6 +81,24 @@ fn table() -> Vec<(RouteInfo, Handler)> {
         r(Method::GET, "/workbench/assets/{*path}", Public, get(asset)),
         r(Method::POST, "/workbench/api/login", Public, post(login)),
         r(
+            Method::GET,
+            "/workbench/api/login-options",
+            Public,
+            get(login_options),
+        ),
+        r(
+            Method::GET,
+            "/workbench/api/oidc/login",
+            Public,
+            get(oidc_login),
+        ),
+        r(
+            Method::GET,
+            "/workbench/api/oidc/callback",
+            Public,
+            get(oidc_callback),
+        ),
+        r(
             Method::POST,
             "/workbench/api/logout",
             R(Role::Viewer),
@@ -414,6 +432,121 @@ async fn login(State(wb): State<Arc<Workbench>>, Json(body): Json<LoginBody>) ->
                 .into_response())
         }
     }
+}
+
+/// What the login page offers: passwords, and the provider's button.
+async fn login_options(State(wb): State<Arc<Workbench>>) -> Json<Value> {
+    Json(json!({
+        "passwords": !wb.config.users.is_empty(),
+        "oidc": wb.oidc.as_ref().map(|o| o.label()),
+    }))
+}
+
+/// Starts a login at the provider: a redirect there, and the state kept
+/// in the browser's cookie.
+async fn oidc_login(State(wb): State<Arc<Workbench>>) -> Answer {
+    let Some(oidc) = &wb.oidc else {
+        return Err(fail(
+            StatusCode::NOT_FOUND,
+            "single sign-on is not configured ([workbench.oidc])",
+        ));
+    };
+    let (url, state) = oidc.start().await.map_err(|e| {
+        tracing::warn!(error = %e, "single sign-on cannot start");
+        fail(StatusCode::BAD_GATEWAY, e.to_string())
+    })?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, url),
+            (header::SET_COOKIE, crate::oidc::state_cookie(&state)),
+        ],
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider's redirect back: the code exchanged, the ID token
+/// checked, a session opened, and the browser sent to the workbench.
+async fn oidc_callback(
+    State(wb): State<Arc<Workbench>>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Answer {
+    let Some(oidc) = &wb.oidc else {
+        return Err(fail(
+            StatusCode::NOT_FOUND,
+            "single sign-on is not configured ([workbench.oidc])",
+        ));
+    };
+    if let Some(e) = q.error {
+        let why = q.error_description.unwrap_or_default();
+        return Err(fail(
+            StatusCode::UNAUTHORIZED,
+            format!("the identity provider refused the login: {e} {why}"),
+        ));
+    }
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "the provider's answer has no code or state",
+        ));
+    };
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::oidc::cookie_state);
+    let (user, role) = match oidc.finish(&code, &state, cookie).await {
+        Ok(who) => who,
+        Err(e) => {
+            tracing::warn!(error = %e, "single sign-on refused");
+            if let crate::oidc::OidcError::NoRole { user, .. } = &e {
+                wb.record(
+                    user,
+                    Action::LoginRefused,
+                    "single sign-on".into(),
+                    String::new(),
+                )
+                .await?;
+            }
+            let status = match e {
+                crate::oidc::OidcError::Provider(_) => StatusCode::BAD_GATEWAY,
+                crate::oidc::OidcError::NoRole { .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return Err(fail(status, e.to_string()));
+        }
+    };
+    let (id, s) = wb.auth.open(&user, role);
+    wb.record(
+        &s.user,
+        Action::Login,
+        "single sign-on".into(),
+        String::new(),
+    )
+    .await?;
+    let cookie = auth::set_cookie(
+        &id,
+        Duration::from_secs(wb.config.session_idle_minutes * 60),
+    );
+    let mut res = (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, "/workbench/#/serving")],
+    )
+        .into_response();
+    for c in [cookie, crate::oidc::clear_state_cookie()] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(res)
 }
 
 async fn logout(

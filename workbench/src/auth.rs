@@ -157,6 +157,12 @@ impl Auth {
         let Some(role) = role.filter(|_| ok) else {
             return Err(LoginRefused::Wrong);
         };
+        Ok(self.open(name, role))
+    }
+
+    /// Opens a session for a user whose identity was checked elsewhere
+    /// (an OIDC provider's ID token, [`crate::oidc`]).
+    pub fn open(&self, name: &str, role: Role) -> (String, Session) {
         let session = Session {
             user: name.to_owned(),
             role,
@@ -176,7 +182,7 @@ impl Auth {
             sessions.remove(&oldest);
         }
         sessions.insert(id.clone(), session.clone());
-        Ok((id, session))
+        (id, session)
     }
 
     /// The session of a cookie's token, if it is open; refreshes it.

@@ -67,6 +67,10 @@ pub struct WorkbenchConfig {
     /// Where deployed rule-set versions live (see [`VersionsConfig`]).
     #[serde(default)]
     pub versions: VersionsConfig,
+    /// Logins through an OpenID Connect provider (Keycloak, Okta, Entra
+    /// ID, Google …) besides or instead of `users` (see [`OidcConfig`]).
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
     /// TLS for the HTTP listener. Without it the listener is plain HTTP,
     /// which only a loopback address or a TLS-terminating proxy makes safe:
     /// session cookies are marked `Secure`, so browsers send them over
@@ -122,6 +126,58 @@ pub struct KafkaVersionsConfig {
     /// and the consumer, as text.
     #[serde(default, serialize_with = "redact_credentials")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// An OpenID Connect provider: the authorization-code flow with PKCE, a
+/// nonce and a state bound to the browser; the ID token's signature
+/// (RS256 or ES256, from the provider's JWKS), issuer, audience, expiry
+/// and nonce are checked. The role comes from a claim of the ID token
+/// through `roles`; a person none of whose values maps to a role is
+/// refused.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` names the
+    /// endpoints.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client's secret (shown `<redacted>`); empty for a public client.
+    #[serde(default, serialize_with = "redact")]
+    pub client_secret: String,
+    /// Where the provider sends the browser back: this listener's public
+    /// address + `/workbench/api/oidc/callback`, as registered with the
+    /// provider.
+    pub redirect_url: String,
+    /// Scopes asked for. Default `openid profile email`.
+    #[serde(default = "default_scopes")]
+    pub scopes: String,
+    /// The claim that names the person. Default `preferred_username`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The claim whose values (a text or a list) give the role. Default
+    /// `groups`.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim value → role (`"risk-analysts" = "analyst"`); with several
+    /// values the highest role wins.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+    /// The login button's text. Default `Single sign-on`.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+}
+
+fn default_scopes() -> String {
+    "openid profile email".into()
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_roles_claim() -> String {
+    "groups".into()
+}
+fn default_oidc_label() -> String {
+    "Single sign-on".into()
 }
 
 /// The TLS listener's certificate and key.
@@ -215,6 +271,7 @@ impl WorkbenchConfig {
             max_body_bytes: default_max_body_bytes(),
             backtest_timeout_secs: default_backtest_timeout_secs(),
             versions: VersionsConfig::default(),
+            oidc: None,
             tls: None,
         }
     }
@@ -223,8 +280,25 @@ impl WorkbenchConfig {
     /// parse, limits above zero, at most one version store.
     pub fn validate(&self) -> Result<(), WorkbenchError> {
         let bad = |m: String| Err(WorkbenchError::Config(m));
-        if self.users.is_empty() {
-            return bad("[[workbench.users]] names nobody: add at least one user".into());
+        if self.users.is_empty() && self.oidc.is_none() {
+            return bad(
+                "[[workbench.users]] names nobody and no [workbench.oidc] provider is set: add at least one user or a provider".into(),
+            );
+        }
+        if let Some(o) = &self.oidc {
+            if o.roles.is_empty() {
+                return bad(format!(
+                    "[workbench.oidc] roles maps no value of the `{}` claim to a role: nobody could log in",
+                    o.roles_claim
+                ));
+            }
+            for (what, url) in [("issuer", &o.issuer), ("redirect_url", &o.redirect_url)] {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return bad(format!(
+                        "[workbench.oidc] {what} must be an http(s) URL, not {url:?}"
+                    ));
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for u in &self.users {

@@ -4,7 +4,8 @@
 //! [`Workbench::router`] is an axum [`Router`](axum::Router) the service
 //! mounts beside its own endpoints: the browser bundle under `/workbench/`
 //! and its API under `/workbench/api/`. It holds:
-//! - users, roles, sessions, CSRF tokens and the login limit ([`auth`]);
+//! - users, roles, sessions, CSRF tokens and the login limit ([`auth`]),
+//!   and logins through an OpenID Connect provider ([`oidc`]);
 //! - maker-checker drafts and proposals ([`flow`]);
 //! - the audit log of every action ([`audit`]);
 //! - the store of deployed versions that every instance follows
@@ -27,6 +28,7 @@ pub mod facade;
 pub mod files;
 pub mod flow;
 pub mod hits;
+pub mod oidc;
 pub mod store;
 pub mod summary;
 pub mod tls;
@@ -45,6 +47,7 @@ pub use store::{RuleSetVersion, Served, VersionStore};
 pub struct Workbench {
     pub(crate) config: WorkbenchConfig,
     pub(crate) auth: auth::Auth,
+    pub(crate) oidc: Option<oidc::Oidc>,
     pub(crate) flow: flow::Flow,
     pub(crate) audit: audit::AuditLog,
     pub(crate) store: Arc<dyn VersionStore>,
@@ -71,6 +74,7 @@ impl Workbench {
         let flow = flow::Flow::open(&config.data_dir.join("state.json"))?;
         Ok(Arc::new(Workbench {
             auth: auth::Auth::new(&config),
+            oidc: config.oidc.clone().map(oidc::Oidc::new),
             config,
             flow,
             audit,

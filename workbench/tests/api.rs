@@ -105,7 +105,8 @@ async fn every_route_refuses_an_unauthenticated_and_an_under_privileged_request(
             a.body
         );
     }
-    // Only the page, its assets and the login are public; viewer routes
+    // Only the page, its assets and the logins (password, and the single
+    // sign-on's start and return) are public; viewer routes
     // have no role below them, every other route was refused to each lower
     // role.
     assert_eq!(
@@ -114,7 +115,10 @@ async fn every_route_refuses_an_unauthenticated_and_an_under_privileged_request(
             "GET /workbench",
             "GET /workbench/",
             "GET /workbench/assets/{*path}",
-            "POST /workbench/api/login"
+            "POST /workbench/api/login",
+            "GET /workbench/api/login-options",
+            "GET /workbench/api/oidc/login",
+            "GET /workbench/api/oidc/callback"
         ]
     );
     let expected: usize = table
