@@ -89,23 +89,11 @@ impl Serialize for Secret {
 }
 
 /// True for a raw librdkafka property whose value is a credential
-/// (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`,
-/// `ssl.key.pem`, `sasl.jaas.config` …): printed as `<redacted>`.
+/// (`sasl.password`, `ssl.key.pem`, `sasl.jaas.config` …): printed as
+/// `<redacted>`. The workbench's rule-set topic properties use the same
+/// test.
 pub fn is_secret_property(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "credential",
-        "jaas",
-        "private",
-    ]
-    .iter()
-    .any(|w| key.contains(w))
-        || key.ends_with(".key")
-        || key.ends_with(".key.pem")
-        || key == "sasl.oauthbearer.config"
+    verdict_workbench::config::is_credential_property(key)
 }
 
 /// A property table with its credentials redacted, for printing.

@@ -248,14 +248,7 @@ impl verdict_workbench::Engine for ServiceEngine {
                 rule: verdict_backtest::LabelRule::LegitValues(vec!["legit".into()]),
             });
         let job = Job {
-            history: if history.location.contains("://") {
-                history.location.clone()
-            } else {
-                self.config
-                    .resolve(Path::new(&history.location))
-                    .to_string_lossy()
-                    .into_owned()
-            },
+            history: crate::backtest::history_location(&self.config, &history.location),
             store_options: history.options.clone(),
             candidate_rules: Some(candidate.to_path_buf()),
             candidate_name: Some("the draft".into()),

@@ -200,35 +200,39 @@ fn redact<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(REDACTED)
 }
 
-/// A property whose name says it holds a credential (`sasl.password`,
-/// `ssl.key.pem`, `sasl.jaas.config` …) is shown as `<redacted>`.
+/// True for a raw librdkafka property whose value is a credential
+/// (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`,
+/// `ssl.key.pem`, `sasl.jaas.config` …), to be shown as `<redacted>`.
+pub fn is_credential_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "jaas",
+        "private",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+        || key.ends_with(".key")
+        || key.ends_with(".key.pem")
+        || key == "sasl.oauthbearer.config"
+}
+
 fn redact_credentials<S: serde::Serializer>(
     properties: &BTreeMap<String, String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    let credential = |key: &str| {
-        let key = key.to_ascii_lowercase();
-        [
-            "password",
-            "secret",
-            "token",
-            "credential",
-            "jaas",
-            "private",
-        ]
-        .iter()
-        .any(|w| key.contains(w))
-            || key.ends_with(".key")
-            || key.ends_with(".key.pem")
-            || key == "sasl.oauthbearer.config"
-    };
     let shown: BTreeMap<&str, &str> = properties
         .iter()
         .map(|(k, v)| {
-            (
-                k.as_str(),
-                if credential(k) { REDACTED } else { v.as_str() },
-            )
+            let v = if is_credential_property(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), v)
         })
         .collect();
     serde::Serialize::serialize(&shown, s)

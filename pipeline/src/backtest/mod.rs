@@ -354,6 +354,19 @@ pub struct Job {
     pub time_limit: Option<Duration>,
 }
 
+/// The decision log's location as a backtest reads it: an object-store
+/// URL as written, a folder resolved against the configuration's folder.
+pub fn history_location(config: &crate::config::Config, location: &str) -> String {
+    if location.contains("://") {
+        location.to_owned()
+    } else {
+        config
+            .resolve(Path::new(location))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 /// A finished backtest: the report and what reading the history met.
 pub struct Outcome {
     pub report: Report,

@@ -219,14 +219,7 @@ fn run(
             .transpose()
     };
     let job = Job {
-        history: if history.location.contains("://") {
-            history.location.clone()
-        } else {
-            api.config
-                .resolve(Path::new(&history.location))
-                .to_string_lossy()
-                .into_owned()
-        },
+        history: crate::backtest::history_location(&api.config, &history.location),
         store_options: history.options.clone(),
         from_ms: time("from", &request.from)?,
         to_ms: time("to", &request.to)?,
