@@ -890,8 +890,9 @@ impl Engine {
     pub fn reload_rules(&self) -> Result<Arc<str>, String> {
         match &self.rules {
             Some(r) if r.stop_watch.load(Ordering::Relaxed) => Err(
-                "the serving rule set is the newest version deployed through the workbench; \
-                 reloading the folder would undo it: deploy the change through the workbench"
+                "the serving rule set follows the workbench's version store, and a folder \
+                 reload would override it: change the rule set there (deploy it through the \
+                 workbench, or edit the folder the store reads)"
                     .into(),
             ),
             Some(r) => r.reloader.reload().map_err(|e| e.to_string()),
