@@ -23,6 +23,8 @@ import kubernetes_validate
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# An argon2 hash of a test password, as verdict-workbench-hash prints one.
+ALICE_HASH = "$argon2id$v=19$m=19456,t=2,p=1$crwXQWQT7uh9PKak5Jiirw$pw9E5Ml9sbr6Gpk/UG4F3hpufRjCMgE14jJ3gSu0XoQ"
 CHART = ROOT / "helm" / "verdict"
 KUBERNETES = "1.30"
 failures = []
@@ -206,6 +208,18 @@ def main():
             }
         },
         "metrics": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "workbench": {
+            "enabled": True,
+            "users": [{"name": "alice", "role": "analyst", "passwordHash": ALICE_HASH}],
+            "tlsSecret": "verdict-tls",
+            "oidc": {
+                "issuer": "https://login.example.com/realms/risk",
+                "clientId": "verdict-workbench",
+                "clientSecret": {"name": "verdict-oidc", "key": "client-secret"},
+                "redirectUrl": "https://verdict.example.com/workbench/api/oidc/callback",
+                "roles": {"risk-analysts": "analyst", "risk-approvers": "approver"},
+            },
+        },
     }
     objects = render(full)
     validate(objects, "every option")
@@ -261,6 +275,41 @@ def main():
     check(
         monitor is not None and monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics",
         "PodMonitor scrapes /metrics",
+    )
+    # The workbench: its configuration, the secrets it reads, TLS on the
+    # port and its probes, one replica per browser.
+    for line in [
+        "[workbench]",
+        'name = "alice"',
+        'brokers = "b1:9093,b2:9093"',
+        'topic = "verdict.rulesets"',
+        '"security.protocol" = "SASL_SSL"',
+        'cert = "/etc/verdict-tls/tls.crt"',
+        'issuer = "https://login.example.com/realms/risk"',
+        '"risk-approvers" = "approver"',
+    ]:
+        check(line in config, f"the workbench's configuration has {line!r}:\n{config}")
+    for name, ref in [
+        ("VERDICT_WORKBENCH__OIDC__CLIENT_SECRET", {"name": "verdict-oidc", "key": "client-secret"}),
+        (
+            "VERDICT_WORKBENCH__VERSIONS__KAFKA__PROPERTIES__SASL.PASSWORD",
+            {"name": "kafka-credentials", "key": "password"},
+        ),
+    ]:
+        got = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+        check(got == ref, f"{name}: {got}")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        check(container[probe]["httpGet"].get("scheme") == "HTTPS", f"{probe} over HTTPS")
+    tls = next((v for v in pod["volumes"] if v["name"] == "tls"), None)
+    check(tls == {"name": "tls", "secret": {"secretName": "verdict-tls"}}, f"TLS volume {tls}")
+    check(monitor["spec"]["podMetricsEndpoints"][0].get("scheme") == "https", "PodMonitor over HTTPS")
+    service = find(objects, "Service")
+    check(service["spec"].get("sessionAffinity") == "ClientIP", "a browser keeps to one replica")
+    defaults = render({})
+    check(
+        "[workbench]" not in find(defaults, "ConfigMap", "-config")["data"]["verdict.toml"]
+        and "sessionAffinity" not in find(defaults, "Service")["spec"],
+        "no workbench by default",
     )
     check_config(
         binary,
