@@ -5,7 +5,8 @@
 //! labelled events to it at a steady wall-clock rate; the very pipeline of
 //! `verdict run` consumes, decides and produces; and a watcher reads the
 //! decisions back like a downstream application, printing a live progress
-//! line and a summary at the end. `/metrics` is served while it runs.
+//! line and a summary at the end. `/metrics` and the analysts' workbench
+//! (with demo logins) are served while it runs.
 //!
 //! It is not a load test: the mock broker lives in this process and shares
 //! its cores. `benches/` measures throughput.
@@ -36,7 +37,9 @@ use verdict_gen::{GenConfig, Generator};
 /// would, and reads the decisions back. Prints a progress line every second
 /// and a summary (decisions by outcome, latency percentiles, how each fraud
 /// scenario was decided) at the end. Stops after `--duration` seconds or on
-/// Ctrl-C.
+/// Ctrl-C. The analysts' workbench is served meanwhile on the same address
+/// (`/workbench/`, logins printed at the start), its rule-set versions on
+/// the embedded broker.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     #[command(flatten)]
