@@ -220,8 +220,16 @@ async fn an_analyst_and_an_approver_change_what_the_service_decides_and_roll_bac
             "currency": "EUR",
         })
         .to_string();
+        // One partition, so that one lane reads them in time order: spread
+        // over two lanes, one could run ahead and the other's events would
+        // be older than the lateness the windows accept.
         producer
-            .send(BaseRecord::to("events").key(&user).payload(&event))
+            .send(
+                BaseRecord::to("events")
+                    .key(&user)
+                    .payload(&event)
+                    .partition(0),
+            )
             .unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
