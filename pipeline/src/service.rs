@@ -26,7 +26,9 @@ pub struct Service {
     pub ready: Arc<AtomicBool>,
     /// The decision log's writer, when `[history]` is configured.
     history: std::sync::Mutex<Option<verdict_history::HistoryWriter>>,
-    /// The analysts' workbench, once mounted on the HTTP listener.
+    /// The analysts' workbench, once mounted on the HTTP listener: held
+    /// so that its version store (and the reader of its topic) lives as
+    /// long as the service.
     workbench: std::sync::Mutex<Option<crate::workbench::Mounted>>,
 }
 
@@ -155,15 +157,6 @@ impl Service {
         }
         *self.workbench.lock().unwrap_or_else(|e| e.into_inner()) = mounted;
         Ok(addr)
-    }
-
-    /// The workbench, once [`Service::serve_http`] has mounted it.
-    pub fn workbench_store(&self) -> Option<Arc<dyn verdict_workbench::VersionStore>> {
-        self.workbench
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|m| m.store.clone())
     }
 
     /// Exports the feature store's size and counters every few seconds,

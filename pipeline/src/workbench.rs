@@ -77,7 +77,7 @@ pub async fn mount(
                 proposed_by: "verdict".into(),
                 approved_by: "verdict".into(),
                 deployed_by: "verdict".into(),
-                published_at: chrono_now(),
+                published_at: verdict_core::time::format_rfc3339_ms(verdict_core::time::now_ms()),
                 note: format!("the rule folder {}, as first served", rules_dir.display()),
                 restores: None,
             })
@@ -128,10 +128,6 @@ fn resolved(config: &Config, wb: &WorkbenchConfig) -> WorkbenchConfig {
         tls.key = config.resolve(&tls.key);
     }
     wb
-}
-
-fn chrono_now() -> String {
-    verdict_core::time::format_rfc3339_ms(verdict_core::time::now_ms())
 }
 
 /// Swaps the store's serving version into the engine now and at every
