@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use verdict::backtest::{Job, LabelSource};
 use verdict::config::Config;
-use verdict::engine::Engine;
+use verdict::engine::{Engine, StreamClock};
 use verdict_backtest::LabelRule;
 use verdict_core::Position;
 use verdict_gen::{GenConfig, Generator};
@@ -64,13 +64,14 @@ fn write_log(n: usize, dir: &Path) -> usize {
         .expect("a runtime");
     let mut decided = 0;
     let started = Instant::now();
+    let mut clock = StreamClock::new();
     for i in 0..n {
         let g = generator.next_event();
         let position = || Position::File {
             file: "generated".into(),
             line: i as u64 + 1,
         };
-        let Ok(prepared) = engine.prepare(&g.bytes, position, Instant::now()) else {
+        let Ok(prepared) = engine.prepare(&mut clock, &g.bytes, position, Instant::now()) else {
             continue;
         };
         let d = runtime.block_on(engine.finish(prepared));

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use verdict::config::Config;
-use verdict::engine::{Engine, StageTimings};
+use verdict::engine::{Engine, StageTimings, StreamClock};
 use verdict_core::{Action, Position};
 use verdict_gen::{GenConfig, Generator};
 
@@ -62,13 +62,14 @@ fn pass(config: &Config, events: &[Vec<u8>], warm: usize) -> Pass {
         .build()
         .expect("a runtime");
     let mut out = Vec::with_capacity(4096);
-    let decide = |i: usize, bytes: &[u8], out: &mut Vec<u8>| {
+    let mut clock = StreamClock::new();
+    let mut decide = |i: usize, bytes: &[u8], out: &mut Vec<u8>| {
         let position = || Position::File {
             file: "generated".into(),
             line: i as u64 + 1,
         };
         out.clear();
-        match engine.prepare(bytes, position, Instant::now()) {
+        match engine.prepare(&mut clock, bytes, position, Instant::now()) {
             Ok(prepared) => {
                 let d = runtime.block_on(engine.finish(prepared));
                 d.decision.write_json(out);

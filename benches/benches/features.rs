@@ -32,7 +32,7 @@ use std::time::Instant;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use verdict_core::Record;
 use verdict_core::{Catalogue, Event, EventParser, Namespace, Schema, Value};
-use verdict_features::{Agg, FeatureDefs, FeatureStore, StoreConfig, UpdateOutcome};
+use verdict_features::{Agg, FeatureDefs, FeatureStore, StoreConfig, StreamClock, UpdateOutcome};
 
 mod alloc_count;
 
@@ -270,6 +270,8 @@ struct Fixture {
     store: FeatureStore,
     traffic: Traffic,
     features: usize,
+    /// The traffic is one stream.
+    clock: StreamClock,
 }
 
 /// A store of the example definitions filled with one event per user, in
@@ -291,12 +293,13 @@ fn fixture(users: u32, report: bool) -> Fixture {
     let features = catalogue.len(Namespace::Feature);
     let mut traffic = Traffic::new(schema, users, 0x5eed_0000 + u64::from(users));
     let mut out = vec![Value::Missing; features];
+    let mut clock = StreamClock::new();
 
     let rss_before = rss_bytes();
     let started = Instant::now();
     for u in 1..=users {
         let e = traffic.event_for(u);
-        let outcome = store.read_and_update(&e, &mut out);
+        let outcome = store.read_and_update(&e, &mut out, &mut clock);
         assert_eq!(outcome, UpdateOutcome::Added);
     }
     let fill = started.elapsed();
@@ -347,6 +350,7 @@ fn fixture(users: u32, report: bool) -> Fixture {
         store,
         traffic,
         features,
+        clock,
     }
 }
 
@@ -357,6 +361,7 @@ fn bench_store(c: &mut Criterion, name: &str, fx: &mut Fixture) {
         store,
         traffic,
         features,
+        clock,
     } = fx;
     let mut out = vec![Value::Missing; *features];
     group.bench_function("read_and_update", |b| {
@@ -365,7 +370,8 @@ fn bench_store(c: &mut Criterion, name: &str, fx: &mut Fixture) {
             |events| {
                 let mut added = 0;
                 for e in events.iter() {
-                    added += (store.read_and_update(e, &mut out) == UpdateOutcome::Added) as usize;
+                    added += (store.read_and_update(e, &mut out, clock) == UpdateOutcome::Added)
+                        as usize;
                 }
                 black_box(&out);
                 assert_eq!(added, BATCH, "every timed event is added");
@@ -378,7 +384,7 @@ fn bench_store(c: &mut Criterion, name: &str, fx: &mut Fixture) {
     let before = allocations();
     for batch in &events {
         for e in batch {
-            store.read_and_update(e, &mut out);
+            store.read_and_update(e, &mut out, clock);
         }
     }
     let n = (events.len() * BATCH) as f64;

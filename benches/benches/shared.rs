@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use verdict::config::Config;
-use verdict::engine::Engine;
+use verdict::engine::{Engine, StreamClock};
 use verdict_core::{Action, Position};
 use verdict_features::shared::SharedConfig;
 use verdict_gen::{GenConfig, Generator};
@@ -190,6 +190,7 @@ fn pass(engine: &Engine, events: &[Vec<u8>], rate: Option<f64>) -> Pass {
         // Whether event i has arrived (closed loop: all have, no clock read).
         let arrived = |i: usize| rate.is_none() || due(i) <= Instant::now();
         let mut next = 0;
+        let mut clock = StreamClock::new();
         while next < events.len() || !window.is_empty() {
             let ready = next < events.len() && arrived(next);
             // Read again once a whole burst fits, as a lane reads a batch.
@@ -205,9 +206,13 @@ fn pass(engine: &Engine, events: &[Vec<u8>], rate: Option<f64>) -> Pass {
                         file: "generated".into(),
                         line,
                     };
-                    if let Ok(prepared) =
-                        engine.prepare_in(&mut burst, &events[next], position, due(next))
-                    {
+                    if let Ok(prepared) = engine.prepare_in(
+                        &mut burst,
+                        &mut clock,
+                        &events[next],
+                        position,
+                        due(next),
+                    ) {
                         window.push_back(engine.finish(prepared));
                     }
                     next += 1;

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 pub use dedup::DedupSlot;
 pub use defs::{Agg, FeatureDefs, Placement};
-pub use store::{FeatureStore, StoreConfig, StoreStats, Update, UpdateOutcome};
+pub use store::{FeatureStore, StoreConfig, StoreStats, StreamClock, Update, UpdateOutcome};
 
 /// What can go wrong loading definitions, batch views or snapshots.
 #[derive(Debug, thiserror::Error)]

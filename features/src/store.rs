@@ -40,8 +40,9 @@ const SHARDS: usize = 64;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Events up to this much older than the newest seen still update the
-    /// windows; older ones are decided but not added.
+    /// Events up to this much older than the newest event before them in
+    /// their stream ([`StreamClock`]: a Kafka partition, a file) still
+    /// update the windows; older ones are decided but not added.
     pub lateness_secs: u64,
     /// How many recent event ids are remembered to drop redeliveries.
     pub dedup_capacity: usize,
@@ -84,6 +85,42 @@ pub struct Update {
     /// whose events a caller may not record: keep this beside whatever is
     /// stored at the slot and compare it before trusting it.
     pub id_hash: u64,
+}
+
+/// The event time of one ordered stream of events: a Kafka partition, a
+/// file, the requests of one HTTP listener. The lateness rule judges an
+/// event against the newest event before it *in its own stream*, so whether
+/// an event is too late depends on that stream's order alone — not on how
+/// a process interleaves its partitions, how far one lane runs ahead of
+/// another, or how many instances share the partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClock {
+    newest: i64,
+}
+
+impl Default for StreamClock {
+    fn default() -> Self {
+        StreamClock { newest: i64::MIN }
+    }
+}
+
+impl StreamClock {
+    /// A stream that has carried no event yet.
+    pub fn new() -> StreamClock {
+        StreamClock::default()
+    }
+
+    /// The newest event time (ms) the stream has carried, if any.
+    pub fn newest(&self) -> Option<i64> {
+        (self.newest != i64::MIN).then_some(self.newest)
+    }
+
+    /// Notes an event of the stream at `t`; the stream's newest time after.
+    #[inline]
+    pub fn observe(&mut self, t: i64) -> i64 {
+        self.newest = self.newest.max(t);
+        self.newest
+    }
 }
 
 /// Counters for the metrics.
@@ -324,19 +361,31 @@ impl FeatureStore {
     }
 
     /// Fills `out` (indexed by feature slot) with the features `event` sees
-    /// from the events before it, then adds the event. Safe to call from
-    /// several threads; call in order within one partition. The features
-    /// of kinds placed `shared` are not written here: push the event to a
-    /// [`SharedBatch`](crate::shared::SharedBatch) with this outcome, and
-    /// read them from it once it has run.
-    pub fn read_and_update(&self, event: &Event, out: &mut [Value]) -> UpdateOutcome {
-        self.update(event, out, true).outcome
+    /// from the events before it, then adds the event — unless it is a
+    /// redelivery, or older than the newest event before it in its stream
+    /// (`clock`) by more than the allowed lateness. Safe to call from
+    /// several threads; call in order within one stream, each stream with
+    /// its own clock. The features of kinds placed `shared` are not written
+    /// here: push the event to a [`SharedBatch`](crate::shared::SharedBatch)
+    /// with this outcome, and read them from it once it has run.
+    pub fn read_and_update(
+        &self,
+        event: &Event,
+        out: &mut [Value],
+        clock: &mut StreamClock,
+    ) -> UpdateOutcome {
+        self.update(event, out, Some(clock)).outcome
     }
 
     /// [`FeatureStore::read_and_update`], also telling where the dedup
     /// remembers the event id (see [`Update`]).
-    pub fn read_and_update_slot(&self, event: &Event, out: &mut [Value]) -> Update {
-        self.update(event, out, true)
+    pub fn read_and_update_slot(
+        &self,
+        event: &Event,
+        out: &mut [Value],
+        clock: &mut StreamClock,
+    ) -> Update {
+        self.update(event, out, Some(clock))
     }
 
     /// Adds an event read again from its source to rebuild the store (the
@@ -345,8 +394,14 @@ impl FeatureStore {
     /// dropped, but the lateness rule does not apply: the store's event time
     /// may have moved on with live traffic while older events are replayed,
     /// and each window takes an event as long as it falls in its span.
-    pub fn replay(&self, event: &Event) -> UpdateOutcome {
-        self.update(event, &mut [], false).outcome
+    ///
+    /// `clock`, when the replayed events are the start of a stream read on
+    /// afterwards, is advanced by them as by live events.
+    pub fn replay(&self, event: &Event, clock: Option<&mut StreamClock>) -> UpdateOutcome {
+        if let Some(clock) = clock {
+            clock.observe(event.timestamp_ms());
+        }
+        self.update(event, &mut [], None).outcome
     }
 
     /// Fills `out` with the features `event` would see now, changing
@@ -358,8 +413,10 @@ impl FeatureStore {
         self.inner.visit(event, out, Visit::Peek);
     }
 
-    fn update(&self, event: &Event, out: &mut [Value], lateness: bool) -> Update {
-        let update = self.inner.visit(event, out, Visit::Live { lateness });
+    /// `clock`: the event's stream, whose lateness rule applies; `None`
+    /// for a replay, where it does not.
+    fn update(&self, event: &Event, out: &mut [Value], clock: Option<&mut StreamClock>) -> Update {
+        let update = self.inner.visit(event, out, Visit::Live { clock });
         if update.outcome == UpdateOutcome::Added
             && self.inner.updates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
         {
@@ -380,7 +437,8 @@ impl FeatureStore {
         self.inner.sweeps.load(Ordering::Acquire)
     }
 
-    /// The newest event time the store has seen, if any.
+    /// The newest event time the store has seen in any stream, if any (the
+    /// clock its evictions follow).
     pub fn watermark(&self) -> Option<i64> {
         Some(self.inner.watermark.load(Ordering::Acquire)).filter(|w| *w != i64::MIN)
     }
@@ -404,30 +462,37 @@ impl FeatureStore {
 }
 
 /// What a visit of the store does with an event.
-#[derive(Clone, Copy)]
-enum Visit {
-    /// Read, then add (unless a redelivery or, with `lateness`, too late).
-    Live { lateness: bool },
+enum Visit<'c> {
+    /// Read, then add (unless a redelivery or, with the clock of the
+    /// event's stream, too late for it).
+    Live { clock: Option<&'c mut StreamClock> },
     /// Read only.
     Peek,
 }
 
 impl Inner {
-    fn visit(&self, event: &Event, out: &mut [Value], visit: Visit) -> Update {
+    fn visit(&self, event: &Event, out: &mut [Value], visit: Visit<'_>) -> Update {
         let t = event.timestamp_ms();
         let id_hash = self.keys.hash_one(event.id());
+        let peek = matches!(visit, Visit::Peek);
         let (seen, late) = match visit {
-            Visit::Live { lateness } => {
+            Visit::Live { clock } => {
                 let seen = self.dedup.insert(id_hash);
-                let watermark = self.watermark.fetch_max(t, Ordering::AcqRel).max(t);
-                let late = lateness
-                    && t < watermark.saturating_sub(self.config.lateness_secs as i64 * 1000);
+                // The store's clock (evictions) only moves forward; the
+                // stream's judges lateness.
+                if self.watermark.load(Ordering::Relaxed) < t {
+                    self.watermark.fetch_max(t, Ordering::AcqRel);
+                }
+                let late = clock.is_some_and(|c| {
+                    t < c
+                        .observe(t)
+                        .saturating_sub(self.config.lateness_secs as i64 * 1000)
+                });
                 (seen, late)
             }
             // Read as a redelivery is: the windows as they are, unchanged.
             Visit::Peek => (Seen::Fresh(None), false),
         };
-        let peek = matches!(visit, Visit::Peek);
         let (outcome, slot) = match seen {
             Seen::Fresh(_) if peek => (UpdateOutcome::Duplicate, None),
             Seen::Again(slot) => {

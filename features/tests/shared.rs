@@ -17,7 +17,7 @@ use verdict_core::{Catalogue, Value};
 use verdict_features::shared::{
     NoObserver, SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
 };
-use verdict_features::{FeatureStore, StoreConfig, UpdateOutcome};
+use verdict_features::{FeatureStore, StoreConfig, StreamClock, UpdateOutcome};
 
 /// The test definitions with every kind shared.
 fn shared_defs() -> String {
@@ -52,6 +52,8 @@ struct Instance {
     catalogue: Catalogue,
     client: SharedStore,
     batch: SharedBatch,
+    /// The instance's events are one stream.
+    clock: StreamClock,
 }
 
 /// Counts what the shared store reports.
@@ -90,6 +92,7 @@ impl Instance {
             catalogue,
             client,
             batch,
+            clock: StreamClock::new(),
         }
     }
 
@@ -105,7 +108,9 @@ impl Instance {
         for e in events {
             let mut out = vec![Value::Missing; features_len(&self.catalogue)];
             let event = e.parse(&parser);
-            let outcome = self.store.read_and_update(&event, &mut out);
+            let outcome = self
+                .store
+                .read_and_update(&event, &mut out, &mut self.clock);
             self.store.push_shared(&event, outcome, &mut self.batch);
             outs.push((outcome, out));
         }
@@ -182,6 +187,7 @@ fn same_as_local(
     let parser = parser();
     let mut first: HashMap<String, Vec<Value>> = HashMap::new();
     let mut at = 0;
+    let mut clock = StreamClock::new();
     for &size in bursts.iter().cycle() {
         if at >= events.len() {
             break;
@@ -192,7 +198,7 @@ fn same_as_local(
             .map_err(|k| TestCaseError::fail(format!("the shared store failed: {}", k.as_str())))?;
         for (k, (e, (outcome, out))) in burst.iter().zip(got).enumerate() {
             let mut want = vec![Value::Missing; features_len(&catalogue)];
-            let local_outcome = local.read_and_update(&e.parse(&parser), &mut want);
+            let local_outcome = local.read_and_update(&e.parse(&parser), &mut want, &mut clock);
             prop_assert_eq!(outcome, local_outcome);
             let want = match first.get(&e.id) {
                 Some(values) => values.clone(),
@@ -256,9 +262,10 @@ fn a_distinct_count_past_its_exact_list_stays_near_the_truth() {
     let mut shared = Instance::new(config(vec![server.url()], false));
     let parser = parser();
     let got = shared.burst(&rt, &events).unwrap();
+    let mut clock = StreamClock::new();
     for (n, (e, (_, out))) in events.iter().zip(&got).enumerate() {
         let mut want = vec![Value::Missing; features_len(&catalogue)];
-        local.read_and_update(&e.parse(&parser), &mut want);
+        local.read_and_update(&e.parse(&parser), &mut want, &mut clock);
         let path = "feature.device.users_10m";
         let (Value::Number(s), Value::Number(l)) = (
             get(&shared.catalogue, out, path),
@@ -357,7 +364,7 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
     let event = ev("e2", T0 + 1_000, "u1", "d1", 5).parse(&parser);
     for _ in 0..3 {
         a.batch.clear();
-        let outcome = a.store.read_and_update(&event, &mut out);
+        let outcome = a.store.read_and_update(&event, &mut out, &mut a.clock);
         a.store.push_shared(&event, outcome, &mut a.batch);
         let err = rt.block_on(a.client.execute(&mut a.batch)).unwrap_err();
         assert!(

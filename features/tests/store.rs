@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use verdict_core::{Catalogue, Value, ValueType};
-use verdict_features::{FeatureDefs, FeatureStore, StoreConfig, UpdateOutcome};
+use verdict_features::{FeatureDefs, FeatureStore, StoreConfig, StreamClock, UpdateOutcome};
 
 fn ev(n: usize, t: i64, user: &str, device: &str, amount: i64) -> Ev {
     Ev {
@@ -45,12 +45,13 @@ fn traffic(count: usize, users: usize) -> Vec<Ev> {
 }
 
 fn run(store: &FeatureStore, catalogue: &Catalogue, events: &[Ev]) -> Vec<Vec<Value>> {
+    let mut clock = StreamClock::new();
     let parser = parser();
     events
         .iter()
         .map(|e| {
             let mut out = vec![Value::Missing; features_len(catalogue)];
-            store.read_and_update(&e.parse(&parser), &mut out);
+            store.read_and_update(&e.parse(&parser), &mut out, &mut clock);
             out
         })
         .collect()
@@ -58,21 +59,25 @@ fn run(store: &FeatureStore, catalogue: &Catalogue, events: &[Ev]) -> Vec<Vec<Va
 
 #[test]
 fn a_redelivered_event_is_added_once() {
+    let mut clock = StreamClock::new();
     let (store, catalogue) = store_of(DEFS, StoreConfig::default());
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
     let first = ev(1, T0, "u1", "d1", 100).parse(&parser);
     assert_eq!(
-        store.read_and_update(&first, &mut out),
+        store.read_and_update(&first, &mut out, &mut clock),
         UpdateOutcome::Added
     );
     // The same message again, as Kafka redelivers it after a crash.
     assert_eq!(
-        store.read_and_update(&first, &mut out),
+        store.read_and_update(&first, &mut out, &mut clock),
         UpdateOutcome::Duplicate
     );
     let next = ev(2, T0 + 1000, "u1", "d1", 50).parse(&parser);
-    assert_eq!(store.read_and_update(&next, &mut out), UpdateOutcome::Added);
+    assert_eq!(
+        store.read_and_update(&next, &mut out, &mut clock),
+        UpdateOutcome::Added
+    );
     assert_eq!(
         get(&catalogue, &out, "feature.user.count_1h"),
         &Value::Number(1.0)
@@ -86,6 +91,7 @@ fn a_redelivered_event_is_added_once() {
 
 #[test]
 fn the_dedup_window_is_bounded() {
+    let mut clock = StreamClock::new();
     let (store, catalogue) = store_of(
         DEFS,
         StoreConfig {
@@ -101,11 +107,11 @@ fn the_dedup_window_is_bounded() {
     let mut out = vec![Value::Missing; features_len(&catalogue)];
     // The newest four ids are remembered; the oldest have been forgotten.
     assert_eq!(
-        store.read_and_update(&events[5].parse(&parser), &mut out),
+        store.read_and_update(&events[5].parse(&parser), &mut out, &mut clock),
         UpdateOutcome::Duplicate
     );
     assert_eq!(
-        store.read_and_update(&events[0].parse(&parser), &mut out),
+        store.read_and_update(&events[0].parse(&parser), &mut out, &mut clock),
         UpdateOutcome::Added
     );
 }
@@ -122,24 +128,30 @@ fn store_allowing_a_minute_late() -> (FeatureStore, Catalogue) {
 
 #[test]
 fn a_late_event_is_read_counted_and_not_added() {
+    let mut clock = StreamClock::new();
     let (store, catalogue) = store_allowing_a_minute_late();
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
-    store.read_and_update(&ev(1, T0, "u1", "d1", 10).parse(&parser), &mut out);
+    store.read_and_update(
+        &ev(1, T0, "u1", "d1", 10).parse(&parser),
+        &mut out,
+        &mut clock,
+    );
     store.read_and_update(
         &ev(2, T0 + 10 * 60_000, "u1", "d1", 20).parse(&parser),
         &mut out,
+        &mut clock,
     );
     // Thirty seconds behind the newest: within the lateness, added.
     let within = ev(3, T0 + 10 * 60_000 - 30_000, "u1", "d1", 40).parse(&parser);
     assert_eq!(
-        store.read_and_update(&within, &mut out),
+        store.read_and_update(&within, &mut out, &mut clock),
         UpdateOutcome::Added
     );
     // Five minutes behind: decided with what the store holds, not added.
     let late = ev(4, T0 + 5 * 60_000, "u1", "d1", 80).parse(&parser);
     assert_eq!(
-        store.read_and_update(&late, &mut out),
+        store.read_and_update(&late, &mut out, &mut clock),
         UpdateOutcome::TooLate
     );
     // It sees the buckets up to its own (5-minute precision): the events at
@@ -149,7 +161,7 @@ fn a_late_event_is_read_counted_and_not_added() {
         &Value::Number(2.0)
     );
     let after = ev(5, T0 + 11 * 60_000, "u1", "d1", 1).parse(&parser);
-    store.read_and_update(&after, &mut out);
+    store.read_and_update(&after, &mut out, &mut clock);
     assert_eq!(
         get(&catalogue, &out, "feature.user.sum_1h"),
         &Value::Number(70.0)
@@ -161,19 +173,22 @@ fn a_late_event_is_read_counted_and_not_added() {
 /// on: they are added (once) even though live events that late would not be.
 #[test]
 fn a_replayed_event_is_added_despite_lateness_but_once() {
+    let mut clock = StreamClock::new();
     let (store, catalogue) = store_allowing_a_minute_late();
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
     store.read_and_update(
         &ev(1, T0 + 10 * 60_000, "u1", "d1", 20).parse(&parser),
         &mut out,
+        &mut clock,
     );
     let old = ev(2, T0, "u1", "d1", 5).parse(&parser);
-    assert_eq!(store.replay(&old), UpdateOutcome::Added);
-    assert_eq!(store.replay(&old), UpdateOutcome::Duplicate);
+    assert_eq!(store.replay(&old, None), UpdateOutcome::Added);
+    assert_eq!(store.replay(&old, None), UpdateOutcome::Duplicate);
     store.read_and_update(
         &ev(3, T0 + 11 * 60_000, "u1", "d1", 1).parse(&parser),
         &mut out,
+        &mut clock,
     );
     assert_eq!(
         get(&catalogue, &out, "feature.user.sum_1h"),
@@ -368,6 +383,7 @@ fn write_profiles(path: &Path, rows: &[(&str, f64, &str)]) {
 
 #[test]
 fn batch_features_load_from_parquet_typed_by_the_query_and_refresh() {
+    let mut clock = StreamClock::new();
     let dir = tempfile::tempdir().unwrap();
     let parquet = dir.path().join("profiles.parquet");
     write_profiles(
@@ -403,9 +419,13 @@ tables = {{ profiles = "{}" }}
         ValueType::String
     );
     let parser = parser();
-    let read = |user: &str| {
+    let mut read = |user: &str| {
         let mut out = vec![Value::Missing; features_len(&catalogue)];
-        store.read_and_update(&ev(0, T0, user, "d", 1).parse(&parser), &mut out);
+        store.read_and_update(
+            &ev(0, T0, user, "d", 1).parse(&parser),
+            &mut out,
+            &mut clock,
+        );
         (
             get(&catalogue, &out, "feature.user.double_limit").clone(),
             get(&catalogue, &out, "feature.user.segment").clone(),
@@ -553,16 +573,29 @@ fn a_shared_kind_is_not_kept_locally() {
 /// event's slot, and for a redelivery the slot of its first delivery.
 #[test]
 fn a_redelivery_names_the_slot_of_its_first_delivery() {
+    let mut clock = StreamClock::new();
     let (store, catalogue) = store_of(DEFS, StoreConfig::default());
     let parser = parser();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
-    let first = store.read_and_update_slot(&ev(1, T0, "u1", "d1", 1).parse(&parser), &mut out);
-    let second = store.read_and_update_slot(&ev(2, T0, "u1", "d1", 1).parse(&parser), &mut out);
+    let first = store.read_and_update_slot(
+        &ev(1, T0, "u1", "d1", 1).parse(&parser),
+        &mut out,
+        &mut clock,
+    );
+    let second = store.read_and_update_slot(
+        &ev(2, T0, "u1", "d1", 1).parse(&parser),
+        &mut out,
+        &mut clock,
+    );
     assert_eq!(first.outcome, UpdateOutcome::Added);
     let (a, b) = (first.slot.unwrap(), second.slot.unwrap());
     assert_ne!(a, b);
     assert!(a.index() < store.dedup_slots() && b.index() < store.dedup_slots());
-    let again = store.read_and_update_slot(&ev(1, T0, "u1", "d1", 1).parse(&parser), &mut out);
+    let again = store.read_and_update_slot(
+        &ev(1, T0, "u1", "d1", 1).parse(&parser),
+        &mut out,
+        &mut clock,
+    );
     assert_eq!(again.outcome, UpdateOutcome::Duplicate);
     assert_eq!(again.slot, Some(a));
     assert_eq!(again.id_hash, first.id_hash);
@@ -574,6 +607,7 @@ fn a_redelivery_names_the_slot_of_its_first_delivery() {
 /// idle, as a sweep called by hand does.
 #[test]
 fn the_maintenance_thread_sweeps_off_the_event_path() {
+    let mut clock = StreamClock::new();
     let (store, catalogue) = store_of(
         DEFS,
         StoreConfig {
@@ -588,7 +622,7 @@ fn the_maintenance_thread_sweeps_off_the_event_path() {
     let n = verdict_features::store::SWEEP_EVERY as usize + 1;
     for i in 0..n {
         let e = ev(i, T0 + i as i64 * 10, &format!("u{i}"), &format!("d{i}"), 1);
-        store.read_and_update(&e.parse(&parser), &mut out);
+        store.read_and_update(&e.parse(&parser), &mut out, &mut clock);
     }
     // The sweep runs on the store's thread: wait for it, boundedly.
     let started = std::time::Instant::now();
@@ -667,6 +701,7 @@ fn a_peek_reads_the_same_features_and_changes_nothing() {
     let events = traffic(2_000, 50);
     let (plain, catalogue) = store_of(DEFS, StoreConfig::default());
     let (peeked, _) = store_of(DEFS, StoreConfig::default());
+    let (mut plain_clock, mut peeked_clock) = (StreamClock::new(), StreamClock::new());
     let parser = parser();
     let len = features_len(&catalogue);
     for e in &events {
@@ -676,10 +711,10 @@ fn a_peek_reads_the_same_features_and_changes_nothing() {
         // Twice, as an explanation request could come twice.
         peeked.peek(&event, &mut seen);
         peeked.peek(&event, &mut seen);
-        peeked.read_and_update(&event, &mut read);
+        peeked.read_and_update(&event, &mut read, &mut peeked_clock);
         assert_eq!(seen, read, "{e:?}");
         let mut want = vec![Value::Missing; len];
-        plain.read_and_update(&event, &mut want);
+        plain.read_and_update(&event, &mut want, &mut plain_clock);
         assert_eq!(read, want, "{e:?}");
     }
     assert_eq!(peeked.stats(), plain.stats());
@@ -689,7 +724,7 @@ fn a_peek_reads_the_same_features_and_changes_nothing() {
     let mut out = vec![Value::Missing; len];
     peeked.peek(&fresh, &mut out);
     assert_eq!(
-        peeked.read_and_update(&fresh, &mut out),
+        peeked.read_and_update(&fresh, &mut out, &mut peeked_clock),
         UpdateOutcome::Added
     );
 }

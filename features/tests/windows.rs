@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use common::*;
 use proptest::prelude::*;
 use verdict_core::Value;
-use verdict_features::{StoreConfig, UpdateOutcome};
+use verdict_features::{StoreConfig, StreamClock, UpdateOutcome};
 
 const BUCKETS: i64 = 12;
 
@@ -259,8 +259,9 @@ fn check(events: &[Ev], lateness_secs: u64) -> Result<(), TestCaseError> {
     let parser = parser();
     let mut reference = Reference::default();
     let mut out = vec![Value::Missing; features_len(&catalogue)];
+    let mut clock = StreamClock::new();
     for (n, e) in events.iter().enumerate() {
-        let outcome = store.read_and_update(&e.parse(&parser), &mut out);
+        let outcome = store.read_and_update(&e.parse(&parser), &mut out, &mut clock);
         let (expect, want) = reference.step(e, lateness_secs as i64 * 1000);
         prop_assert_eq!(outcome, want, "event {} {:?}", n, e);
         for (path, value) in expect {
@@ -291,5 +292,91 @@ proptest! {
     #[test]
     fn late_events_are_read_but_not_added(events in stream()) {
         check(&events, 1_800)?;
+    }
+}
+
+/// Two partitions' streams merged by `schedule` (each element says which
+/// stream gives the next event) into one process, each stream with its own
+/// clock: per event, its outcome and its user's features.
+fn merged(
+    a: &[Ev],
+    b: &[Ev],
+    schedule: &[bool],
+    lateness_secs: u64,
+) -> HashMap<(bool, usize), (UpdateOutcome, Vec<Value>)> {
+    let (store, catalogue) = store_of(
+        DEFS,
+        StoreConfig {
+            lateness_secs,
+            ..StoreConfig::default()
+        },
+    );
+    let user_slots: Vec<usize> = catalogue
+        .entries()
+        .iter()
+        .filter(|e| e.path.starts_with("feature.user."))
+        .map(|e| e.slot.index as usize)
+        .collect();
+    let parser = parser();
+    let mut out = vec![Value::Missing; features_len(&catalogue)];
+    let mut clocks = [StreamClock::new(), StreamClock::new()];
+    let mut next = [0usize, 0usize];
+    let mut seen = HashMap::new();
+    let picks = schedule.iter().copied().chain(std::iter::repeat(false));
+    for from_b in picks {
+        let from_b = if next[usize::from(from_b)] < [a, b][usize::from(from_b)].len() {
+            from_b
+        } else if next[usize::from(!from_b)] < [a, b][usize::from(!from_b)].len() {
+            !from_b
+        } else {
+            break;
+        };
+        let s = usize::from(from_b);
+        let e = &[a, b][s][next[s]];
+        let outcome = store.read_and_update(&e.parse(&parser), &mut out, &mut clocks[s]);
+        let user = user_slots.iter().map(|&i| out[i].clone()).collect();
+        seen.insert((from_b, next[s]), (outcome, user));
+        next[s] += 1;
+    }
+    seen
+}
+
+/// A stream's events with its own users and ids (its partition's), the
+/// devices shared with the other stream's.
+fn partition(events: Vec<Ev>, name: &str) -> Vec<Ev> {
+    events
+        .into_iter()
+        .map(|mut e| {
+            e.id = format!("{name}-{}", e.id);
+            e.user = format!("{name}-{}", e.user);
+            e
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whether an event is too late follows its own partition's order
+    /// alone: two partitions merged in any two orders (one lane running
+    /// far ahead of the other, or both in step) give every event the same
+    /// outcome, and every user — each in one partition — the same
+    /// features.
+    #[test]
+    fn lateness_follows_the_events_own_partition(
+        a in stream(),
+        b in stream(),
+        one in prop::collection::vec(any::<bool>(), 0..600),
+        other in prop::collection::vec(any::<bool>(), 0..600),
+    ) {
+        let (a, b) = (partition(a, "a"), partition(b, "b"));
+        let first = merged(&a, &b, &one, 1_800);
+        let second = merged(&a, &b, &other, 1_800);
+        prop_assert_eq!(first.len(), a.len() + b.len());
+        for (at, (outcome, user)) in &first {
+            let (outcome2, user2) = &second[at];
+            prop_assert_eq!(outcome, outcome2, "event {:?}", at);
+            prop_assert_eq!(user, user2, "user features of event {:?}", at);
+        }
     }
 }

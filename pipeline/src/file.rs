@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use verdict_core::{Action, Position};
 
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, StreamClock};
 use crate::window::Window;
 
 /// What a replay did; printed at the end.
@@ -69,6 +69,8 @@ pub async fn replay(
     let mut line = Vec::with_capacity(1024);
     let started = Instant::now();
     let mut last_progress = started;
+    // The file is one stream, in line order.
+    let mut clock = StreamClock::new();
     let mut window = Window::new(WINDOW);
     let mut json = Vec::with_capacity(1024);
     let mut write = |summary: &mut ReplaySummary, output: Output| -> Result<()> {
@@ -109,7 +111,7 @@ pub async fn replay(
         window.push(
             (),
             engine
-                .prepare(bytes, position, read_at)
+                .prepare(&mut clock, bytes, position, read_at)
                 .map(|p| engine.finish(p)),
         );
         while window.is_full() {

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use verdict_core::Position;
 
 use crate::config::Secret;
-use crate::engine::{Engine, NotExplained, Output};
+use crate::engine::{Engine, NotExplained, Output, StreamClock};
 use crate::metrics::Metrics;
 use crate::window::Window;
 
@@ -122,6 +122,8 @@ async fn decide_requests(
     let engine = &*engine;
     let mut window: Window<oneshot::Sender<Output>, _> = Window::new(limit);
     let mut burst = engine.burst();
+    // The requests are one stream, in arrival order.
+    let mut clock = StreamClock::new();
     let mut open = true;
     while open || !window.is_empty() {
         tokio::select! {
@@ -142,7 +144,7 @@ async fn decide_requests(
                 loop {
                     metrics.event();
                     let prepared = engine
-                        .prepare_in(&mut burst, &request.body, http_position, request.read_at)
+                        .prepare_in(&mut burst, &mut clock, &request.body, http_position, request.read_at)
                         .map(|p| engine.finish(p));
                     if let Err(rejected) = &prepared {
                         metrics.dead_letter(rejected.kind);

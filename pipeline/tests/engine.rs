@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use verdict::config::Config;
-use verdict::engine::Engine;
+use verdict::engine::{Engine, StreamClock};
 use verdict_core::Position;
 
 fn root() -> PathBuf {
@@ -26,6 +26,7 @@ const EVENT: &str = r#"{"event_id":"e-1","event_type":"loan_application","timest
 async fn decide(engine: &Engine, bytes: &str) -> verdict_core::Decision {
     let prepared = engine
         .prepare(
+            &mut StreamClock::new(),
             bytes.as_bytes(),
             || Position::Http {
                 http: "test".into(),
@@ -305,8 +306,10 @@ async fn the_configured_outcomes_carry_their_top_contributions() {
     let traffic =
         std::fs::read_to_string(root().join("pipeline/tests/data/golden-traffic.jsonl")).unwrap();
     let (mut approved, mut others) = (0, 0);
+    let mut clock = StreamClock::new();
     for line in traffic.lines() {
         let Ok(prepared) = engine.prepare(
+            &mut clock,
             line.as_bytes(),
             || Position::Http {
                 http: "test".into(),
@@ -339,8 +342,10 @@ async fn the_configured_outcomes_carry_their_top_contributions() {
     let mut config = self::config();
     config.model.as_mut().unwrap().explain.top = 0;
     let engine = Engine::load(&config).unwrap();
+    let mut clock = StreamClock::new();
     for line in traffic.lines().take(200) {
         if let Ok(prepared) = engine.prepare(
+            &mut clock,
             line.as_bytes(),
             || Position::Http {
                 http: "test".into(),

@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
-use verdict::engine::Engine;
+use verdict::engine::{Engine, StreamClock};
 use verdict::kafka::Pipeline;
 use verdict::metrics::Metrics;
 
@@ -627,11 +627,17 @@ fn uninterrupted(config: &Config, seqs: std::ops::Range<usize>) -> Arc<Engine> {
     let mut config = config.clone();
     config.features.snapshot = None;
     let engine = Arc::new(Engine::load(&config).unwrap());
+    let mut clock = StreamClock::new();
     for seq in seqs {
         for user in 0..USERS {
             let e = event(user, seq);
             engine
-                .prepare(e.as_bytes(), || unreachable!("valid"), Instant::now())
+                .prepare(
+                    &mut clock,
+                    e.as_bytes(),
+                    || unreachable!("valid"),
+                    Instant::now(),
+                )
                 .unwrap();
         }
     }
@@ -865,5 +871,79 @@ async fn a_slow_broker_during_a_rebalance_stalls_neither_http_nor_the_other_lane
     assert!(
         decided_inside,
         "no event was decided while a lane waited in its rebalance callback"
+    );
+}
+
+/// `events` (user, event id, time in ms) produced to `partition`.
+fn produce_to(brokers: &str, partition: i32, events: &[(&str, String, i64)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (user, id, t) in events {
+        let payload = format!(
+            r#"{{"event_id":"{id}","event_type":"payment","timestamp":{t},"user_id":"{user}","amount":1.0}}"#
+        );
+        producer
+            .send(
+                BaseRecord::to("events")
+                    .partition(partition)
+                    .key(*user)
+                    .payload(&payload),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// One lane holds two partitions whose event times are a day apart: the
+/// partition behind is judged by its own order, so none of its events is
+/// "too late" because the other partition ran ahead — while an event a day
+/// older than the one before it in its own partition still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lateness_is_judged_per_partition_not_by_the_partition_ahead() {
+    logs();
+    let (_cluster, brokers) = cluster(1, 2);
+    let mut config = config(&brokers);
+    config.kafka.lanes = Some(1);
+    let engine = Arc::new(Engine::load(&config).unwrap());
+    let pipeline = Pipeline {
+        history: None,
+        engine: engine.clone(),
+        metrics: Arc::new(Metrics::new()),
+        kafka: config.kafka.clone(),
+        ready: Default::default(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { pipeline.run(s).await });
+    const T: i64 = 1_764_000_000_000;
+    const DAY: i64 = 86_400_000;
+    let ahead: Vec<_> = (0..5)
+        .map(|i| ("u_ahead", format!("ahead-{i}"), T + DAY + i * 1_000))
+        .collect();
+    let behind: Vec<_> = (0..5)
+        .map(|i| ("u_behind", format!("behind-{i}"), T + i * 1_000))
+        .collect();
+    let b = brokers.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        // The partition ahead is decided first, then the one behind.
+        produce_to(&b, 1, &ahead);
+        read_until(&b, "decisions", "reader-ahead", |out| out.len() >= 5);
+        produce_to(&b, 0, &behind);
+        read_until(&b, "decisions", "reader-behind", |out| out.len() >= 10);
+        // In the partition behind, an event a day older than its last.
+        produce_to(&b, 0, &[("u_behind", "behind-old".into(), T - DAY)]);
+        read_until(&b, "decisions", "reader-old", |out| out.len() >= 11)
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap().unwrap();
+    assert_eq!(decided.len(), 11, "{decided:?}");
+    let stats = engine.feature_stats().unwrap();
+    assert_eq!(
+        stats.late_events, 1,
+        "only the event late in its own partition is too late"
     );
 }

@@ -524,7 +524,7 @@ fn probe_totals(
 ) -> Vec<Vec<verdict_core::Value>> {
     use verdict_core::{Catalogue, EventParser, Namespace, Schema, Value};
     use verdict_features::shared::{NoObserver, SharedConfig, SharedStore};
-    use verdict_features::{FeatureDefs, FeatureStore, StoreConfig};
+    use verdict_features::{FeatureDefs, FeatureStore, StoreConfig, StreamClock};
     let schema = Schema::load(&repo().join("examples/schema.toml")).unwrap();
     let mut defs = FeatureDefs::load(features, &schema).unwrap();
     if shared.is_none() {
@@ -535,8 +535,9 @@ fn probe_totals(
     let parser = EventParser::new(std::sync::Arc::new(schema));
     let n = catalogue.len(Namespace::Feature);
     let mut out = vec![Value::Missing; n];
+    let mut clock = StreamClock::new();
     for e in events {
-        store.read_and_update(&parser.parse(e.as_bytes()).unwrap(), &mut out);
+        store.read_and_update(&parser.parse(e.as_bytes()).unwrap(), &mut out, &mut clock);
     }
     let paths: Vec<usize> = catalogue
         .entries()
@@ -571,7 +572,7 @@ fn probe_totals(
             );
             let event = parser.parse(probe.as_bytes()).unwrap();
             let mut out = vec![Value::Missing; n];
-            let outcome = store.read_and_update(&event, &mut out);
+            let outcome = store.read_and_update(&event, &mut out, &mut clock);
             if let Some((batch, client)) = &mut client {
                 batch.clear();
                 store.push_shared(&event, outcome, batch);

@@ -35,7 +35,7 @@ use verdict_history::{OnInvalid, ReaderOptions, ReaderStats};
 use verdict_models::ModelOutcome;
 use verdict_rules::{Evaluation, RuleSet};
 
-use crate::engine::{Engine, Side, SideModel};
+use crate::engine::{Engine, Side, SideModel, StreamClock};
 
 mod ahead;
 
@@ -227,6 +227,8 @@ async fn decide(
     let (mut base, mut cand) = (SideBuffer::default(), SideBuffer::default());
     let mut scores: Vec<f64> = Vec::new();
     let mut read = 0u64;
+    // The log is read as one stream, in its order.
+    let mut clock = StreamClock::new();
     while let Some(batch) = ahead.next().await {
         let mut batch = batch?;
         let mut items = std::mem::take(&mut batch.items);
@@ -254,7 +256,7 @@ async fn decide(
                 builder.not_compared("no recorded decision", 1);
                 continue;
             }
-            let prepared = engine.enrich(event, Instant::now(), Duration::ZERO);
+            let prepared = engine.enrich(&mut clock, event, Instant::now(), Duration::ZERO);
             engine
                 .evaluate_sides(&prepared, &specs, &mut evals, &mut outcomes)
                 .await;

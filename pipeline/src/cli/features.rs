@@ -26,7 +26,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use verdict_core::{Catalogue, Namespace, Position, Value, ValueType};
 
 use crate::config::EngineOverrides;
-use crate::engine::Engine;
+use crate::engine::{Engine, StreamClock};
 
 /// Check the feature definitions, or export training features.
 #[derive(Debug, clap::Args)]
@@ -266,6 +266,8 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
     let (mut lines, mut rows, mut rejected, mut unlabelled) = (0u64, 0u64, 0u64, 0u64);
     let started = Instant::now();
     let mut last_progress = started;
+    // The file is one stream, in line order.
+    let mut clock = StreamClock::new();
     let progress = io::stderr().is_terminal();
     for line in input.split(b'\n') {
         let line = line.with_context(|| format!("reading {source}"))?;
@@ -279,7 +281,7 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             file: source.clone(),
             line: lines,
         };
-        match engine.prepare(line, position, Instant::now()) {
+        match engine.prepare(&mut clock, line, position, Instant::now()) {
             Ok(prepared) => {
                 let label = serde_json::from_slice::<Label>(line)
                     .ok()

@@ -38,6 +38,7 @@ mod shared;
 pub mod vetting;
 
 pub use shared::Burst;
+pub use verdict_features::StreamClock;
 
 /// Time spent in each stage of one event, for the latency histograms.
 #[derive(Debug, Clone, Copy, Default)]
@@ -962,13 +963,14 @@ impl Engine {
     /// without deciding it (see [`FeatureStore::replay`]): the catch-up of a
     /// partition whose events are not all in the store. False when it does
     /// not parse (its dead letter was written when it was first read).
-    pub fn replay_features(&self, bytes: &[u8]) -> bool {
+    /// `clock`, the stream's, when it is read on afterwards.
+    pub fn replay_features(&self, bytes: &[u8], clock: Option<&mut StreamClock>) -> bool {
         let Some(store) = &self.features else {
             return true;
         };
         match self.parser.parse(bytes) {
             Ok(event) => {
-                store.replay(&event);
+                store.replay(&event, clock);
                 true
             }
             Err(_) => false,
@@ -976,18 +978,21 @@ impl Engine {
     }
 
     /// Parses one event and reads-then-updates its features. Call in source
-    /// order. A bad event comes back as its dead-letter record.
+    /// order, with the clock of the event's stream (one per Kafka
+    /// partition, file or listener: the lateness rule follows it). A bad
+    /// event comes back as its dead-letter record.
     ///
     /// Kinds placed `shared` read missing here (and the decision is
     /// degraded): a source of a live stream prepares with
     /// [`prepare_in`](Self::prepare_in).
     pub fn prepare(
         &self,
+        clock: &mut StreamClock,
         bytes: &[u8],
         position: impl FnOnce() -> Position,
         read_at: Instant,
     ) -> Result<Prepared, Rejected> {
-        self.prepare_in(&mut Burst::none(), bytes, position, read_at)
+        self.prepare_in(&mut Burst::none(), clock, bytes, position, read_at)
     }
 
     /// As [`prepare`](Self::prepare), adding the event's shared-entity
@@ -996,13 +1001,14 @@ impl Engine {
     pub fn prepare_in(
         &self,
         burst: &mut Burst,
+        clock: &mut StreamClock,
         bytes: &[u8],
         position: impl FnOnce() -> Position,
         read_at: Instant,
     ) -> Result<Prepared, Rejected> {
         let event = self.parse(bytes, position)?;
         let parsed = read_at.elapsed();
-        Ok(self.enrich_in(burst, event, read_at, parsed))
+        Ok(self.enrich_in(burst, clock, event, read_at, parsed))
     }
 
     /// Every entity kind's placement, as this engine keeps it.
@@ -1055,13 +1061,20 @@ impl Engine {
     /// The second half of [`Engine::prepare`]: reads-then-updates the
     /// features of a parsed event (call in source order); `parsed` is how
     /// long parsing took, for the stage timings.
-    pub fn enrich(&self, event: Event, read_at: Instant, parsed: Duration) -> Prepared {
-        self.enrich_in(&mut Burst::none(), event, read_at, parsed)
+    pub fn enrich(
+        &self,
+        clock: &mut StreamClock,
+        event: Event,
+        read_at: Instant,
+        parsed: Duration,
+    ) -> Prepared {
+        self.enrich_in(&mut Burst::none(), clock, event, read_at, parsed)
     }
 
     fn enrich_in(
         &self,
         burst: &mut Burst,
+        clock: &mut StreamClock,
         event: Event,
         read_at: Instant,
         parsed: Duration,
@@ -1075,7 +1088,7 @@ impl Engine {
         let mut dedup = None;
         let mut shared = None;
         if let Some(store) = &self.features {
-            let update = store.read_and_update_slot(&event, &mut features);
+            let update = store.read_and_update_slot(&event, &mut features, clock);
             duplicate = update.outcome == UpdateOutcome::Duplicate;
             dedup = update.slot.map(|slot| (slot, update.id_hash));
             if self.shared.is_some() {

@@ -157,7 +157,7 @@ pub fn catch_up(
                     remaining.remove(&p);
                     continue;
                 }
-                if engine.replay_features(m.payload().unwrap_or_default()) {
+                if engine.replay_features(m.payload().unwrap_or_default(), None) {
                     replayed += 1;
                 } else {
                     unparsable += 1;

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use verdict_core::Position;
 
 use crate::config::KafkaConfig;
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, StreamClock};
 use crate::metrics::Metrics;
 use crate::window::Window;
 
@@ -95,6 +95,10 @@ struct State {
     /// Per partition, the offsets ahead whose output is already on the
     /// topics (ascending); empty for almost every partition.
     already_decided: std::collections::HashMap<i32, std::collections::VecDeque<i64>>,
+    /// Per owned partition, its event-time clock: the feature store's
+    /// lateness rule judges an event by its own partition's order, however
+    /// far this lane's other partitions or other lanes have run ahead.
+    clocks: std::collections::HashMap<i32, StreamClock>,
     /// The decision log, if one is kept.
     history: Option<verdict_history::HistoryLogger>,
 }
@@ -135,6 +139,7 @@ impl Lane {
             outputs,
             input_header: Vec::with_capacity(24),
             already_decided: Default::default(),
+            clocks: Default::default(),
             history,
         };
         let mut window = Window::new(k.max_in_flight);
@@ -202,7 +207,8 @@ impl Lane {
                                 if state.was_decided(m.partition, m.offset) {
                                     // Its output is on the topic already: its
                                     // features only.
-                                    engine.replay_features(batch.payload(m));
+                                    let clock = state.clocks.entry(m.partition).or_default();
+                                    engine.replay_features(batch.payload(m), Some(clock));
                                     state.offsets.already_decided(m.partition, m.offset);
                                     state.metrics.resumed();
                                     continue;
@@ -211,9 +217,11 @@ impl Lane {
                                 state.offsets.read(m.partition, m.offset);
                                 let topic = &k.events_topic;
                                 let (partition, offset) = (m.partition, m.offset);
+                                let clock = state.clocks.entry(partition).or_default();
                                 let prepared = engine
                                     .prepare_in(
                                         &mut burst,
+                                        clock,
                                         batch.payload(m),
                                         || Position::Kafka {
                                             topic: topic.clone(),
@@ -454,6 +462,9 @@ impl State {
         let transaction =
             (self.kafka.exactly_once && self.in_transaction).then(|| self.offsets.safe_offsets());
         let released = self.offsets.revoke(&partitions);
+        for p in &partitions {
+            self.clocks.remove(p);
+        }
         let abandoned: usize = released.iter().map(|r| r.abandoned).sum();
         if abandoned > 0 {
             tracing::warn!(
