@@ -268,27 +268,30 @@ impl Compact {
         for b in &self.blocks {
             let inner = (1usize << b.depth) - 1;
             let splits = &self.splits[b.splits..b.splits + inner * WIDE];
-            let mut at = [0usize; WIDE];
+            // Each lane's place in the block's splits, `node * 16 + lane`:
+            // the "no" child's is `2 * place + 32 - lane`, the "yes"
+            // child's 16 before.
+            let mut at: [u32; WIDE] = std::array::from_fn(|lane| lane as u32);
             for _ in 0..b.depth {
                 for (lane, a) in at.iter_mut().enumerate() {
-                    // SAFETY: before step k of the walk `*a` is a node of
-                    // level k, at most 2^(k+1) - 2 < 2^depth - 1 = inner,
-                    // so `*a * WIDE + lane` is below `splits.len()`; every
-                    // `index` is below `row` (`check`), at most `xx.len()`.
-                    let s = unsafe { splits.get_unchecked(*a * WIDE + lane) };
+                    // SAFETY: before step k of the walk `*a` is the place of
+                    // a node of level k, at most 2^(k+1) - 2 < 2^depth - 1 =
+                    // inner, so it is below `splits.len()`; every `index` is
+                    // below `row` (`check`), at most `xx.len()`.
+                    let s = unsafe { splits.get_unchecked(*a as usize) };
                     let v = unsafe { *xx.get_unchecked(s.index as usize) };
                     let go = if LT {
                         v < s.threshold
                     } else {
                         v <= s.threshold
                     };
-                    *a = 2 * *a + 2 - usize::from(go);
+                    *a = 2 * *a + (2 * WIDE - lane) as u32 - WIDE as u32 * u32::from(go);
                 }
             }
-            // After `depth` steps `*a` is in the last level, `inner ..=
-            // 2 * inner`.
-            for (lane, (slot, &a)) in slots.iter_mut().zip(&at).enumerate() {
-                *slot = (b.leaves + (a - inner) * WIDE + lane) as u32;
+            // After `depth` steps `*a` is the place of a node in the last
+            // level, `inner ..= 2 * inner`.
+            for (slot, &a) in slots.iter_mut().zip(&at) {
+                *slot = (b.leaves + a as usize - inner * WIDE) as u32;
             }
             sink.block(self, &slots[..b.len]);
         }
