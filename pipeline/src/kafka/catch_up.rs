@@ -157,6 +157,9 @@ pub fn catch_up(
                     remaining.remove(&p);
                     continue;
                 }
+                // No stream clock: the lane's clock of the partition starts
+                // at the first event it decides, so the events after the
+                // gap are judged by their own order from there.
                 if engine.replay_features(m.payload().unwrap_or_default(), None) {
                     replayed += 1;
                 } else {
