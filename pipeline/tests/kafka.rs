@@ -577,12 +577,12 @@ fn produce_seqs(brokers: &str, seqs: std::ops::Range<usize>) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// Runs a pipeline with `config` until the events of `seqs` are decided,
-/// then stops it gracefully; returns its engine and committed positions.
-async fn run_until_decided(
-    config: &Config,
-    seqs: std::ops::Range<usize>,
-) -> (Arc<Engine>, std::collections::BTreeMap<String, i64>) {
+/// What a pipeline run in a task returns: its committed positions.
+type Running = tokio::task::JoinHandle<anyhow::Result<std::collections::BTreeMap<String, i64>>>;
+
+/// A pipeline with `config` started in a task: its engine, the flag that
+/// stops it, and the task.
+fn start(config: &Config) -> (Arc<Engine>, Arc<AtomicBool>, Running) {
     let engine = Arc::new(Engine::load(config).unwrap());
     let pipeline = Pipeline {
         history: None,
@@ -594,6 +594,16 @@ async fn run_until_decided(
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let task = tokio::spawn(async move { pipeline.run(s).await });
+    (engine, stop, task)
+}
+
+/// Runs a pipeline with `config` until the events of `seqs` are decided,
+/// then stops it gracefully; returns its engine and committed positions.
+async fn run_until_decided(
+    config: &Config,
+    seqs: std::ops::Range<usize>,
+) -> (Arc<Engine>, std::collections::BTreeMap<String, i64>) {
+    let (engine, stop, task) = start(config);
     let brokers = config.kafka.brokers.clone();
     let want: std::collections::HashSet<String> = seqs
         .clone()
@@ -906,17 +916,7 @@ async fn lateness_is_judged_per_partition_not_by_the_partition_ahead() {
     let (_cluster, brokers) = cluster(1, 2);
     let mut config = config(&brokers);
     config.kafka.lanes = Some(1);
-    let engine = Arc::new(Engine::load(&config).unwrap());
-    let pipeline = Pipeline {
-        history: None,
-        engine: engine.clone(),
-        metrics: Arc::new(Metrics::new()),
-        kafka: config.kafka.clone(),
-        ready: Default::default(),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let task = tokio::spawn(async move { pipeline.run(s).await });
+    let (engine, stop, task) = start(&config);
     const T: i64 = 1_764_000_000_000;
     const DAY: i64 = 86_400_000;
     let ahead: Vec<_> = (0..5)
