@@ -109,7 +109,7 @@ fn decisions(n: usize) -> Vec<Decision> {
                 })
                 .collect(),
             shadow_hits: Vec::new(),
-            scores: Scores(vec![("fraud_score".into(), (i % 997) as f64 / 997.0)]),
+            scores: Scores::from([("fraud_score".into(), (i % 997) as f64 / 997.0)]),
             explanation: Vec::new(),
             ruleset_version: "rs-5f1c9a2e".into(),
             model_version: Some("fraud-gbt-2026-11-20".into()),

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
+
+use crate::Str;
 
 /// What a rule asks for, and what a decision is. Ordered by severity:
 /// `Approve < Review < Deny`.
@@ -43,9 +46,17 @@ pub struct Hit {
 }
 
 /// Model scores by output name, in the order the model declares them.
-/// Serialised as a JSON object.
+/// Serialised as a JSON object. Inline for up to two outputs (a champion
+/// and a challenger of one output each), so a decision's scores allocate
+/// nothing.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Scores(pub Vec<(Arc<str>, f64)>);
+pub struct Scores(pub SmallVec<[(Arc<str>, f64); 2]>);
+
+impl<const N: usize> From<[(Arc<str>, f64); N]> for Scores {
+    fn from(scores: [(Arc<str>, f64); N]) -> Scores {
+        Scores(scores.into_iter().collect())
+    }
+}
 
 impl Serialize for Scores {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -81,7 +92,8 @@ pub struct Contribution {
 /// The outcome for one event, exactly as `contracts.md` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    pub event_id: Arc<str>,
+    /// The event's id, shared with the event (inline up to 23 bytes).
+    pub event_id: Str,
     pub decision: Action,
     /// Every non-shadow hit, the winner first.
     pub hits: Vec<Hit>,
@@ -361,7 +373,7 @@ mod tests {
                 reason: "model score above 0.92".into(),
             }],
             shadow_hits: vec![],
-            scores: Scores(vec![("fraud_score".into(), 0.963)]),
+            scores: Scores::from([("fraud_score".into(), 0.963)]),
             explanation: vec![],
             ruleset_version: "rs-5f1c9a2e".into(),
             model_version: Some("fraud-gbt-2026-11-20".into()),

@@ -57,10 +57,13 @@ impl Event {
         self.get(EVENT_ID_SLOT).as_str().unwrap_or("")
     }
 
-    /// The id as a shared string, for decisions. An id of up to 23 bytes
-    /// is stored inline, so this allocates the `Arc`.
-    pub fn id_arc(&self) -> Arc<str> {
-        Arc::from(self.id())
+    /// The id as the event holds it, for decisions: an id of up to 23
+    /// bytes is inline and a longer one shared, so this never allocates.
+    pub fn id_str(&self) -> Str {
+        match self.get(EVENT_ID_SLOT) {
+            Value::String(s) => s.clone(),
+            _ => Str::default(),
+        }
     }
 
     pub fn event_type(&self) -> &str {

@@ -36,7 +36,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
-use verdict_core::{Action, Decision, Hit, Position};
+use verdict_core::{Action, Decision, Hit, Position, Str};
 
 use crate::HistoryError;
 use crate::location::{Location, LocationKind};
@@ -188,7 +188,7 @@ pub struct WriterStats {
 struct Slot {
     event: Vec<u8>,
     timestamp_ms: i64,
-    event_id: Arc<str>,
+    event_id: Str,
     decision: Action,
     hits: Vec<Hit>,
     shadow_hits: Vec<Hit>,
@@ -220,7 +220,7 @@ impl Slot {
         Slot {
             event: Vec::new(),
             timestamp_ms: 0,
-            event_id: empty.clone(),
+            event_id: Str::default(),
             decision: Action::Approve,
             hits: Vec::new(),
             shadow_hits: Vec::new(),

@@ -80,11 +80,11 @@ pub fn record(i: u64, ts_ms: i64, decided_ms: i64, pad: usize) -> Record {
         vec![]
     };
     let decision = Decision {
-        event_id: Arc::from(id),
+        event_id: id.into(),
         decision: action,
         hits,
         shadow_hits,
-        scores: Scores(vec![(Arc::from("fraud_score"), (i % 100) as f64 / 100.0)]),
+        scores: Scores::from([(Arc::from("fraud_score"), (i % 100) as f64 / 100.0)]),
         explanation: Vec::new(),
         ruleset_version: Arc::from("rs-0000abcd"),
         model_version: if i.is_multiple_of(2) {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use verdict_core::{
     Action, Catalogue, DeadLetter, Decision, Event, EventParser, Position, Record, RejectionKind,
-    Schema, ValueType,
+    Schema, Str, ValueType,
 };
 use verdict_features::shared::SharedStore;
 use verdict_features::{FeatureDefs, FeatureStore, StoreStats, UpdateOutcome};
@@ -104,7 +104,7 @@ pub struct Decided {
     /// The event's time, ms since the epoch (for the decision log).
     pub timestamp_ms: i64,
     /// The event's `user_id` (the output key), when it has one.
-    pub key: Option<Arc<str>>,
+    pub key: Option<Str>,
     pub timings: StageTimings,
 }
 
@@ -128,7 +128,7 @@ impl Decided {
 /// The answer of [`Engine::explain_event`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventExplanation {
-    pub event_id: Arc<str>,
+    pub event_id: Str,
     /// The champion explained.
     pub model_version: Arc<str>,
     /// Its scores (and a challenger's), as a decision carries them.
@@ -1181,9 +1181,9 @@ impl Engine {
     }
 
     /// The event's `user_id`, the key of its output record.
-    fn output_key(&self, event: &Event) -> Option<Arc<str>> {
+    fn output_key(&self, event: &Event) -> Option<Str> {
         self.key_slot.and_then(|slot| match event.get(slot) {
-            verdict_core::Value::String(s) => Some(Arc::from(s.as_str())),
+            verdict_core::Value::String(s) => Some(s.clone()),
             _ => None,
         })
     }
@@ -1232,7 +1232,7 @@ impl Engine {
             .explain(&record, top, &mut explanation)
             .map_err(|e| NotExplained::Unavailable(e.to_string()))?;
         Ok(EventExplanation {
-            event_id: event.id_arc(),
+            event_id: event.id_str(),
             model_version: explained.model_version,
             scores: scored.scores(),
             base_value: explained.base_value,
@@ -1336,7 +1336,7 @@ impl Engine {
         let explanation = self.explain(&event, &features, eval.decision, outcome.as_ref());
         timings.model += started.elapsed() - timings.rules;
         let decision = Decision {
-            event_id: event.id_arc(),
+            event_id: event.id_str(),
             decision: eval.decision,
             hits: eval.hits,
             shadow_hits: eval.shadow_hits,

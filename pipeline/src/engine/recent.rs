@@ -118,7 +118,7 @@ mod tests {
                 reason: "because".into(),
             }],
             shadow_hits: Vec::new(),
-            scores: Scores(vec![("p".into(), 0.5)]),
+            scores: Scores::from([("p".into(), 0.5)]),
             explanation: Vec::new(),
             ruleset_version: "rs-1".into(),
             model_version: None,
