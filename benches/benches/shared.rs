@@ -97,21 +97,24 @@ impl Redis {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
-    /// Scripts called (`EVALSHA`: one per shared entity per event) and
-    /// commands processed (the scripts' own calls included) so far.
-    fn commands(&self) -> (u64, u64) {
+    /// Reads (`MGET`: one per shared entity per burst), commits
+    /// (`EVALSHA` of the commit script: one per changed entity per burst,
+    /// more on a conflict) and commands processed (the script's own calls
+    /// included) so far.
+    fn commands(&self) -> [u64; 3] {
         let info = self.command("INFO all");
-        let evalsha = info
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|v| v.split(',').next()?.parse().ok())
-            .unwrap_or(0);
+        let calls = |name: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+                .and_then(|v| v.split(',').next()?.parse().ok())
+                .unwrap_or(0)
+        };
         let total = info
             .lines()
             .find_map(|l| l.strip_prefix("total_commands_processed:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        (evalsha, total)
+        [calls("mget"), calls("evalsha"), total]
     }
 
     /// The server's CPU time so far.
@@ -304,7 +307,7 @@ fn main() {
         None,
     );
     let after = redis.commands();
-    let (scripts, commands) = (after.0 - commands.0, after.1 - commands.1);
+    let [reads, commits, commands] = [0, 1, 2].map(|i| after[i] - commands[i]);
     let redis_cpu = redis.cpu().saturating_sub(redis_cpu);
     let per = |d: Duration, p: &Pass| d.as_secs_f64() * 1e6 / p.events as f64;
     let rate = |p: &Pass| p.events as f64 / p.elapsed.as_secs_f64();
@@ -320,11 +323,12 @@ fn main() {
         );
     }
     println!(
-        "  shared: {:.0}% of all-local throughput; +{:.2} µs of Verdict's CPU per event, {:.2} µs of Redis's; per event {:.2} entity operations (EVALSHA), {:.1} Redis commands with the scripts' own, {:.3} round trips",
+        "  shared: {:.0}% of all-local throughput; +{:.2} µs of Verdict's CPU per event, {:.2} µs of Redis's; per event {:.3} entity reads (MGET) and {:.3} commits (EVALSHA), {:.2} Redis commands with the script's own, {:.4} bursts",
         100.0 * rate(&shared_pass) / rate(&local_pass),
         per(shared_pass.cpu, &shared_pass) - per(local_pass.cpu, &local_pass),
         per(redis_cpu, &shared_pass),
-        scripts as f64 / shared_pass.events as f64,
+        reads as f64 / shared_pass.events as f64,
+        commits as f64 / shared_pass.events as f64,
         commands as f64 / shared_pass.events as f64,
         shared_pass.bursts as f64 / shared_pass.events as f64,
     );

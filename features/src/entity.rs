@@ -302,7 +302,7 @@ impl Entity {
         k: usize,
         t: i64,
         v: &Value,
-        hash: &RandomState,
+        hash: &impl ValueHash,
     ) -> usize {
         let p = &layout.places[k];
         let base = self.base();
@@ -317,7 +317,7 @@ impl Entity {
                 }
             }
             Kind::Distinct(d) => {
-                let Some(h) = value_hash(v, hash) else {
+                let Some(h) = hash.value_hash(v) else {
                     return 0;
                 };
                 return distinct_add(
@@ -462,16 +462,55 @@ impl Entity {
     }
 }
 
-/// The hash a distinct count keeps of a value (stable across runs, so that
-/// snapshots restore); none for a missing value.
-pub(crate) fn value_hash(v: &Value, hash: &RandomState) -> Option<u64> {
-    Some(match v {
-        Value::String(s) => hash.hash_one(&**s),
-        Value::Number(x) => hash.hash_one(x.to_bits()),
-        Value::Bool(b) => hash.hash_one(*b),
-        Value::Timestamp(x) => hash.hash_one(*x),
-        Value::Missing => return None,
-    })
+/// How a distinct count hashes the values it keeps.
+pub(crate) trait ValueHash {
+    /// The hash of `v`; none for a missing value.
+    fn value_hash(&self, v: &Value) -> Option<u64>;
+}
+
+/// The local store's hash: stable across runs, so that snapshots restore.
+impl ValueHash for RandomState {
+    fn value_hash(&self, v: &Value) -> Option<u64> {
+        Some(match v {
+            Value::String(s) => self.hash_one(&**s),
+            Value::Number(x) => self.hash_one(x.to_bits()),
+            Value::Bool(b) => self.hash_one(*b),
+            Value::Timestamp(x) => self.hash_one(*x),
+            Value::Missing => return None,
+        })
+    }
+}
+
+/// The shared store's hash: XXH64 of the typed value (so that the number
+/// 1 and the string "1" differ), a fixed function, so that instances built
+/// apart, on any processor, keep the same hashes in one entity's state.
+pub(crate) struct Portable;
+
+impl ValueHash for Portable {
+    fn value_hash(&self, v: &Value) -> Option<u64> {
+        use std::hash::Hasher;
+        let mut h = twox_hash::XxHash64::with_seed(0x7e41_c0de);
+        match v {
+            Value::String(s) => {
+                h.write_u8(b's');
+                h.write(s.as_bytes());
+            }
+            Value::Number(x) => {
+                h.write_u8(b'n');
+                h.write_u64(x.to_bits());
+            }
+            Value::Bool(b) => {
+                h.write_u8(b'b');
+                h.write_u8(u8::from(*b));
+            }
+            Value::Timestamp(t) => {
+                h.write_u8(b't');
+                h.write_i64(*t);
+            }
+            Value::Missing => return None,
+        }
+        Some(h.finish())
+    }
 }
 
 #[inline]

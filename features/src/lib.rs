@@ -10,13 +10,15 @@
 //! allocation; `shared` keeps the same windows in Redis for every instance
 //! of a consumer group; `batch` runs the batch views' SQL with DataFusion;
 //! `snapshot` writes and restores the local store with the source
-//! positions it covers.
+//! positions it covers; `codec` is the byte form of states and values that
+//! snapshots and the shared store keep.
 //!
 //! It is not a database: local state lives in this process and survives a
 //! restart only through snapshots (plus a replay of the events after
 //! them); shared state is as durable as the Redis that holds it.
 
 pub mod batch;
+mod codec;
 mod dedup;
 pub mod defs;
 mod entity;

@@ -21,19 +21,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, UInt32Type, UInt64Ty
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use verdict_core::Value;
 
 use crate::FeatureError;
+use crate::codec::{decode_states, encode_states};
 use crate::defs::{BUCKETS, Placement};
 use crate::entity::Entity;
 use crate::store::FeatureStore;
-use crate::window::{Distinct, Ring, State};
-
-/// One entity's portable states, as a snapshot row holds them.
-struct EntityState {
-    last_seen: i64,
-    states: Vec<State>,
-}
 
 const ROWS_PER_BATCH: usize = 65_536;
 
@@ -62,162 +55,6 @@ fn metadata_check(definitions: &str, positions: &str, watermark: &str) -> String
         watermark.as_bytes(),
     ]);
     format!("{sum:016x}")
-}
-
-fn put_i64(b: &mut Vec<u8>, x: i64) {
-    b.extend_from_slice(&x.to_le_bytes());
-}
-
-fn encode(last_seen: i64, states: &[State], b: &mut Vec<u8>) {
-    b.clear();
-    put_i64(b, last_seen);
-    for st in states {
-        match st {
-            State::Ring(r) => {
-                b.push(0);
-                put_i64(b, r.head);
-                for c in r.count {
-                    b.extend_from_slice(&c.to_le_bytes());
-                }
-                for x in r.sum.iter().chain(&r.ext) {
-                    b.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-            State::Distinct(d) => {
-                // 1: with the sketch's registers; 4: the exact list alone.
-                b.push(if d.registers.is_some() { 1 } else { 4 });
-                put_i64(b, d.head);
-                put_i64(b, d.inexact_until);
-                b.push(d.exact.len() as u8);
-                for (h, t) in &d.exact {
-                    b.extend_from_slice(&h.to_le_bytes());
-                    put_i64(b, *t);
-                }
-                for regs in d.registers.iter().flat_map(|r| r.iter()) {
-                    b.extend_from_slice(regs);
-                }
-            }
-            State::Last { value, at } => {
-                b.push(2);
-                put_i64(b, *at);
-                match value {
-                    Value::Missing => b.push(0),
-                    Value::Number(x) => {
-                        b.push(1);
-                        b.extend_from_slice(&x.to_le_bytes());
-                    }
-                    Value::String(s) => {
-                        b.push(2);
-                        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                        b.extend_from_slice(s.as_bytes());
-                    }
-                    Value::Bool(x) => {
-                        b.push(3);
-                        b.push(u8::from(*x));
-                    }
-                    Value::Timestamp(x) => {
-                        b.push(4);
-                        put_i64(b, *x);
-                    }
-                }
-            }
-            State::Since { at } => {
-                b.push(3);
-                put_i64(b, *at);
-            }
-        }
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn f64(&mut self) -> Option<f64> {
-        Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-}
-
-fn decode(bytes: &[u8], n_states: usize) -> Option<EntityState> {
-    let mut r = Reader(bytes);
-    let last_seen = r.i64()?;
-    let mut states = Vec::with_capacity(n_states);
-    for _ in 0..n_states {
-        let st = match r.u8()? {
-            0 => {
-                let mut ring = Ring {
-                    head: r.i64()?,
-                    ..Ring::default()
-                };
-                for c in ring.count.iter_mut() {
-                    *c = r.u32()?;
-                }
-                for x in ring.sum.iter_mut() {
-                    *x = r.f64()?;
-                }
-                for x in ring.ext.iter_mut() {
-                    *x = r.f64()?;
-                }
-                State::Ring(ring)
-            }
-            tag @ (1 | 4) => {
-                let mut d = Distinct {
-                    head: r.i64()?,
-                    inexact_until: r.i64()?,
-                    ..Distinct::default()
-                };
-                let n = r.u8()? as usize;
-                for _ in 0..n {
-                    let h = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
-                    d.exact.push((h, r.i64()?));
-                }
-                if tag == 1 {
-                    let mut regs = Box::new([[0; crate::entity::HLL_REGISTERS]; BUCKETS]);
-                    for row in regs.iter_mut() {
-                        let n = row.len();
-                        row.copy_from_slice(r.take(n)?);
-                    }
-                    d.registers = Some(regs);
-                }
-                State::Distinct(d)
-            }
-            2 => {
-                let at = r.i64()?;
-                let value = match r.u8()? {
-                    0 => Value::Missing,
-                    1 => Value::Number(r.f64()?),
-                    2 => {
-                        let n = r.u32()? as usize;
-                        Value::String(std::str::from_utf8(r.take(n)?).ok()?.into())
-                    }
-                    3 => Value::Bool(r.u8()? != 0),
-                    4 => Value::Timestamp(r.i64()?),
-                    _ => return None,
-                };
-                State::Last { value, at }
-            }
-            3 => State::Since { at: r.i64()? },
-            _ => return None,
-        };
-        states.push(st);
-    }
-    r.0.is_empty().then_some(EntityState { last_seen, states })
 }
 
 impl FeatureStore {
@@ -257,7 +94,7 @@ impl FeatureStore {
             let layout = &self.inner.layouts[e];
             map.for_each(|entity| {
                 let mut buf = Vec::new();
-                encode(entity.last_seen, &entity.export(layout), &mut buf);
+                encode_states(entity.last_seen, &entity.export(layout), &mut buf);
                 out.insert((e, entity.key().into_boxed_str()), buf);
             });
         }
@@ -334,7 +171,8 @@ impl FeatureStore {
                     return;
                 }
                 let key = item.key();
-                encode(item.last_seen, &item.export(layout), &mut buf);
+                buf.clear();
+                encode_states(item.last_seen, &item.export(layout), &mut buf);
                 entity.append_value(e as u32);
                 keys.append_value(&key);
                 states.append_value(&buf);
@@ -481,7 +319,7 @@ impl FeatureStore {
                     .filter(|_| self.inner.defs.entities[e].placement == Placement::Local)
                     .ok_or_else(|| format!("unknown entity kind {e}"))?;
                 let corrupt = || format!("the state of `{key}` is corrupt");
-                let state = decode(bytes, layout.places.len()).ok_or_else(corrupt)?;
+                let state = decode_states(bytes, layout.places.len()).ok_or_else(corrupt)?;
                 let hash = self.inner.keys.hash_one(key);
                 let entity = Entity::import(layout, hash, key, state.last_seen, state.states)
                     .ok_or_else(corrupt)?;

@@ -59,6 +59,7 @@ pub struct Metrics {
     shared_seconds: Histogram,
     shared_operations: IntCounter,
     shared_errors: IntCounterVec,
+    shared_retries: IntCounter,
     local_incomplete: IntGauge,
     /// `decisions` children by outcome (approve, review, deny), resolved
     /// once so that counting a decision looks no label up.
@@ -230,15 +231,29 @@ impl Metrics {
             Opts::new(
                 "verdict_shared_store_errors_total",
                 "Bursts of shared-store operations that failed, by kind (timeout, unavailable, \
-                 server, reply, too_large); their events were decided degraded, without the \
-                 shared features.",
+                 server, reply, too_large, conflict); their events were decided degraded, \
+                 without the shared features.",
             ),
             &["kind"],
         )
         .expect("valid metric");
-        for kind in ["timeout", "unavailable", "server", "reply", "too_large"] {
+        for kind in [
+            "timeout",
+            "unavailable",
+            "server",
+            "reply",
+            "too_large",
+            "conflict",
+        ] {
             shared_errors.with_label_values(&[kind]);
         }
+        let shared_retries = IntCounter::new(
+            "verdict_shared_store_retries_total",
+            "Entity commits sent again because another instance or lane changed the entity \
+             since it was read (its events applied again to the newer state). A few are normal \
+             for entities many instances see; a rate near the operations' means a hot entity.",
+        )
+        .expect("valid metric");
         let local_incomplete = IntGauge::new(
             "verdict_local_kinds_incomplete",
             "Entity kinds kept in this process (placement local) though not keyed by the \
@@ -253,6 +268,7 @@ impl Metrics {
             Box::new(shared_seconds.clone()),
             Box::new(shared_operations.clone()),
             Box::new(shared_errors.clone()),
+            Box::new(shared_retries.clone()),
             Box::new(resumed.clone()),
             Box::new(rebalances.clone()),
             Box::new(in_rebalance.clone()),
@@ -322,6 +338,7 @@ impl Metrics {
             shared_seconds,
             shared_operations,
             shared_errors,
+            shared_retries,
             local_incomplete,
         }
     }
@@ -342,6 +359,11 @@ impl Metrics {
     /// unavailable, server, reply, too_large).
     pub fn shared_failed(&self, kind: &str, _operations: usize) {
         self.shared_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Commits of `entities` shared entities were computed and sent again.
+    pub fn shared_retried(&self, entities: usize) {
+        self.shared_retries.inc_by(entities as u64);
     }
 
     /// A lane entered (`true`) or left a rebalance callback.

@@ -3,68 +3,79 @@
 //! consumer group reads and adds to the same state, whichever partition an
 //! event arrives on.
 //!
-//! Per event and shared entity, one call of a Lua script
-//! (`update.lua`, loaded once with `SCRIPT LOAD` and called by its SHA with
-//! `EVALSHA`, loaded again when a server answers `NOSCRIPT`) reads the
-//! entity's features as they stood before the event, then adds the event,
-//! in one atomic step on the server. Its keys, the entity's state hash
-//! (`<prefix>:{<kind>:<key>}`, one field per feature, expiring when the
-//! kind's longest window has passed without an event) and the event's
-//! dedup key (`<prefix>:{<kind>:<key>}:e:<event_id>`, holding what the
-//! event read), share one hash tag, so one entity lives in one hash slot
-//! of a cluster. A redelivered event — after a crash, a rebalance or an
-//! aborted transaction, on this instance or another — finds its dedup key,
-//! adds nothing and reads what its first delivery read.
+//! An entity's state in Redis is the local store's own (`entity.rs`),
+//! in the byte form snapshots use (`codec.rs`), behind 8 bytes of version,
+//! at `<prefix>:{<kind>:<key>}:<layout>` (`<layout>` a fingerprint of the
+//! kind's feature definitions, so that two versions of them never misread
+//! each other's state), expiring when the kind's longest window has passed
+//! without an event. Each event that added to the entity leaves a dedup
+//! key beside it, `<state key>:e:<event_id>`, holding what the event read.
+//! Both share one hash tag: one entity lives in one hash slot of a cluster.
 //!
-//! The windows are the local store's (`entity.rs`): the same buckets, the
-//! same arithmetic in the same order, so a shared feature answers what the
-//! same feature kept locally would. A distinct count is the local store's
-//! exact-then-sketch, not Redis's HyperLogLog: exact up to
-//! [`EXACT_DISTINCT`](crate::entity::EXACT_DISTINCT) values in the window,
-//! which is where fraud rules draw their lines (a device with 3 accounts,
-//! not 3,000), and the same 64-register sketch beyond it. Redis's own
-//! `PFCOUNT` is approximate from the first value and would make a shared
-//! device disagree with a local one. Value hashes are XXH64 (a fixed
-//! function, so instances built apart agree), registers and ranks computed
-//! here, the estimate too, from the registers the script merges.
+//! A burst of events ([`SharedBatch`]) takes two round trips, whatever its
+//! size:
+//! 1. **read**: per entity the burst touches, one `MGET` of its state and
+//!    of its events' dedup keys;
+//! 2. **commit**: per entity, its events applied here in read order, with
+//!    the same code as a local entity — each reads the windows before it,
+//!    then adds itself (a late event only reads; an event whose dedup key
+//!    exists reads what its first delivery read and adds nothing) — and
+//!    one call of a Lua script (`commit.lua`, loaded once, called by its
+//!    SHA) that writes the new state and the events' dedup keys only if
+//!    the entity's version is still the one read: a compare-and-set, one
+//!    atomic step on the server.
 //!
-//! A burst of events goes out as one [`SharedBatch`]: every entity
-//! operation of every event, in read order, in one pipeline (standalone:
-//! one round trip; cluster: the operations of each node together, the
-//! nodes at once); bursts that queued up behind a round trip go out
-//! together in the next ([`SharedStore::execute_all`]). It has its own
-//! deadline: past it, or with Redis down, it answers a [`SharedError`] at
-//! once — the caller decides with those features missing — and the
-//! connection comes back by itself when Redis does. The operations of a
-//! failed batch may have been applied: sending them again is safe, as the
-//! dedup key answers for them.
+//! When another instance (or lane) committed the entity in between, the
+//! script writes nothing and answers the entity as it now is; its events
+//! are applied again to that and sent again, in the next round trip, up to
+//! [`MAX_ATTEMPTS`] times. So every entity's history is a sequence of
+//! commits each computed from the one before: no event is lost or counted
+//! twice, and a redelivery — after a crash, a rebalance or an aborted
+//! transaction, on any instance — reads what its first delivery read.
+//!
+//! Why not a script that computes the windows in Redis: the arithmetic
+//! then runs twice (Rust for local kinds, Lua for shared ones) and has to
+//! be kept equal by hand, and it costs Redis tens of µs per entity per
+//! event in Lua's tables. Here Redis only compares and stores bytes, once
+//! per entity per burst, and the windows are one implementation.
+//!
+//! A distinct count is the local store's exact-then-sketch, not Redis's
+//! HyperLogLog: exact up to [`EXACT_DISTINCT`](crate::entity::EXACT_DISTINCT)
+//! values in the window, which is where fraud rules draw their lines (a
+//! device with 3 accounts, not 3,000), and a 64-register sketch beyond it.
+//! Redis's own `PFCOUNT` is approximate from the first value and would
+//! make a shared device disagree with a local one. Values are hashed with
+//! XXH64, a fixed function, so instances built apart agree.
+//!
+//! Bursts that queued up behind a round trip go out together in the next
+//! ([`SharedStore::execute_all`]). A call has its own deadline: past it, or
+//! with Redis down, it answers a [`SharedError`] at once — the caller
+//! decides with those features missing — and the connection comes back by
+//! itself when Redis does. The events of entities that did commit keep
+//! what they read.
 //!
 //! Not here: which kinds are shared (the definitions' `[placement]`),
 //! deciding or marking decisions degraded (the engine), metrics names (the
 //! pipeline implements [`SharedObserver`]).
 
-mod reply;
+mod batch;
 
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use verdict_core::{Event, Record, Value};
 
-use crate::FeatureStore;
-use crate::defs::Agg;
-use crate::entity::{hll_register, width};
-use crate::store::{UpdateOutcome, empty_value};
+use batch::{Group, Step};
+pub use batch::{MAX_KEY_BYTES, SharedBatch, apply_stored};
 
-pub use reply::{ReplyError, parse_reply};
+/// The script Redis runs to commit one entity.
+pub const SCRIPT: &str = include_str!("commit.lua");
 
-/// The script, run by Redis for one entity of one event.
-pub const SCRIPT: &str = include_str!("update.lua");
-
-/// Longest key Verdict sends (kind, entity key and event id together); an
-/// entity whose key is longer is not sent, and its features read missing.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Longest typed value a shared `last` keeps; a longer one is not added.
-pub const MAX_VALUE_BYTES: usize = 1_024;
+/// Most times one entity's commit is computed and sent within one call
+/// when other writers keep changing it; past them its events are decided
+/// without its features ([`SharedError::Conflict`]).
+pub const MAX_ATTEMPTS: usize = 16;
 
 /// Where the shared store is and how long it may take; `[features.shared]`
 /// in `verdict.toml`.
@@ -93,13 +104,13 @@ pub struct SharedConfig {
     /// How long an event's dedup key (and the values it read) is kept:
     /// a redelivery later than this is counted again. Redeliveries come
     /// within the commit interval of a crash or a rebalance (seconds); the
-    /// keys cost about 100 to 200 bytes per shared entity per event, so
-    /// Redis holds events/s × shared kinds × this × ~150 B of them.
+    /// keys cost about 100 to 150 bytes per shared entity per event, so
+    /// Redis holds events/s × shared kinds × this × ~120 B of them.
     pub dedup_ttl_secs: u64,
     /// The first part of every key, so that several deployments can share
     /// one Redis.
     pub key_prefix: String,
-    /// Largest reply accepted for one entity operation.
+    /// Largest reply accepted for one stored state or read.
     pub max_reply_bytes: usize,
 }
 
@@ -188,6 +199,8 @@ pub enum SharedErrorKind {
     Reply,
     /// A key or reply over Verdict's bounds.
     TooLarge,
+    /// An entity changed by other writers on every attempt to commit it.
+    Conflict,
 }
 
 impl SharedErrorKind {
@@ -198,6 +211,7 @@ impl SharedErrorKind {
             SharedErrorKind::Server => "server",
             SharedErrorKind::Reply => "reply",
             SharedErrorKind::TooLarge => "too_large",
+            SharedErrorKind::Conflict => "conflict",
         }
     }
 }
@@ -219,11 +233,22 @@ pub enum SharedError {
         kind: SharedErrorKind,
         message: String,
     },
-    /// A reply that does not parse as the script's.
+    /// A reply, a stored state or a stored read that does not decode.
     #[error(
-        "shared feature store: a malformed reply ({0}); is another program writing these keys?"
+        "shared feature store: {0}; is another program (or another version of Verdict's feature definitions) writing these keys?"
     )]
-    Reply(#[from] ReplyError),
+    Reply(String),
+    /// A reply or stored value over `max_reply_bytes`.
+    #[error(
+        "shared feature store: a reply of {0} bytes is over max_reply_bytes; raise it in [features.shared] if entities hold that much"
+    )]
+    TooLarge(usize),
+    /// Other writers changed the entities every time this instance tried
+    /// to commit them.
+    #[error(
+        "shared feature store: {0} entities changed by other writers on every attempt to commit; their events were decided without their shared features"
+    )]
+    Conflict(usize),
 }
 
 impl SharedError {
@@ -232,8 +257,9 @@ impl SharedError {
             SharedError::Config(_) => SharedErrorKind::Unavailable,
             SharedError::Timeout(_) => SharedErrorKind::Timeout,
             SharedError::Redis { kind, .. } => *kind,
-            SharedError::Reply(ReplyError::TooLarge(_)) => SharedErrorKind::TooLarge,
             SharedError::Reply(_) => SharedErrorKind::Reply,
+            SharedError::TooLarge(_) => SharedErrorKind::TooLarge,
+            SharedError::Conflict(_) => SharedErrorKind::Conflict,
         }
     }
 }
@@ -267,6 +293,11 @@ pub trait SharedObserver: Send + Sync {
     fn failed(&self, kind: SharedErrorKind, operations: usize) {
         let _ = (kind, operations);
     }
+    /// Commits of `entities` found them changed by another writer and were
+    /// computed and sent again.
+    fn retried(&self, entities: usize) {
+        let _ = entities;
+    }
 }
 
 /// An observer that records nothing.
@@ -285,6 +316,9 @@ enum Conn {
 pub struct SharedStore {
     config: SharedConfig,
     script: redis::Script,
+    /// The next version this instance writes: random at start, then
+    /// counted, so that no two commits anywhere write the same one.
+    versions: AtomicU64,
     conn: tokio::sync::OnceCell<Conn>,
     observer: Box<dyn SharedObserver>,
 }
@@ -312,6 +346,7 @@ impl SharedStore {
         }
         Ok(SharedStore {
             script: redis::Script::new(SCRIPT),
+            versions: AtomicU64::new(std::collections::hash_map::RandomState::new().hash_one(0u8)),
             config,
             conn: tokio::sync::OnceCell::new(),
             observer,
@@ -387,28 +422,30 @@ impl SharedStore {
             .cloned()
     }
 
-    /// Runs every operation of `batch` (its reads and updates), in order,
-    /// within the deadline. On success each event's shared features are in
-    /// the batch ([`SharedBatch::read`]); on an error none are.
+    /// Runs `batch`: reads, applies and commits every entity it touches,
+    /// within the deadline. Each event whose entities committed can then be
+    /// read ([`SharedBatch::read`]).
     pub async fn execute(&self, batch: &mut SharedBatch) -> Result<(), SharedError> {
         self.execute_all(std::slice::from_mut(batch)).await
     }
 
-    /// Runs the operations of several batches, one after another in their
-    /// order, in one pipelined round trip with one deadline: what a lane
-    /// whose bursts queued up while Redis answered the last sends next. On
-    /// success every batch holds its replies; on an error none does.
+    /// Runs several batches, their events one after another in their order,
+    /// in the same round trips with one deadline: what a lane whose bursts
+    /// queued up while Redis answered the last sends next. On an error, the
+    /// events of the entities that committed keep what they read; the
+    /// others read missing.
     pub async fn execute_all(&self, batches: &mut [SharedBatch]) -> Result<(), SharedError> {
         for batch in batches.iter_mut() {
-            batch.replies.clear();
+            batch.forget_reads();
         }
-        let n: usize = batches.iter().map(|b| b.ops.len()).sum();
+        let n: usize = batches.iter().map(SharedBatch::operations).sum();
         if n == 0 {
             return Ok(());
         }
         let deadline = Duration::from_millis(self.config.deadline_ms);
         let started = Instant::now();
-        let result = match tokio::time::timeout(deadline, self.round_trip(batches)).await {
+        let mut groups = batch::groups(batches);
+        let result = match tokio::time::timeout(deadline, self.run(batches, &mut groups)).await {
             Ok(result) => result,
             Err(_) => Err(SharedError::Timeout(deadline)),
         };
@@ -418,26 +455,90 @@ impl SharedStore {
                 Ok(())
             }
             Err(e) => {
-                for batch in batches.iter_mut() {
-                    batch.replies.clear();
-                }
-                self.observer.failed(e.kind(), n);
+                let answered: usize = batches.iter().map(SharedBatch::answered).sum();
+                self.observer.failed(e.kind(), n - answered);
                 Err(e)
             }
         }
     }
 
-    async fn round_trip(&self, batches: &mut [SharedBatch]) -> Result<(), SharedError> {
+    /// The read round trip, then commit round trips until every entity has
+    /// committed, failed, or used up its attempts. A group's outcome is
+    /// written into `batches` as soon as it is known.
+    async fn run(
+        &self,
+        batches: &mut [SharedBatch],
+        groups: &mut [Group],
+    ) -> Result<(), SharedError> {
         let conn = self.connection().await?;
-        let sha = self.script.get_hash();
-        let ops: Vec<&Op> = batches.iter().flat_map(|b| &b.ops).collect();
-        let mut answers = send(&conn, &ops, sha).await?;
+        let limit = self.config.max_reply_bytes;
+        let reads: Vec<redis::Cmd> = groups.iter().map(|g| g.read_command(batches)).collect();
+        let mut answers = send(&conn, &reads).await?;
+        let mut first_error: Option<SharedError> = None;
+        // Per group, what Redis answered it last, for the next step.
+        let mut pending: Vec<(usize, redis::Value)> = Vec::with_capacity(groups.len());
+        for (g, answer) in answers.drain(..).enumerate() {
+            match answer {
+                Ok(v) => pending.push((g, v)),
+                Err(e) => first_error = first_error.or(Some(redis_error(e))),
+            }
+        }
+        let mut commits = Vec::new();
+        let mut committing = Vec::new();
+        for attempt in 0..MAX_ATTEMPTS {
+            commits.clear();
+            committing.clear();
+            for (g, stored) in pending.drain(..) {
+                let version = self.versions.fetch_add(1, Ordering::Relaxed);
+                match groups[g].apply(batches, stored, limit, version, &self.script) {
+                    Ok(Step::Done) => groups[g].answer(batches),
+                    Ok(Step::Commit(cmd)) => {
+                        commits.push(cmd);
+                        committing.push(g);
+                    }
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
+            }
+            if commits.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                self.observer.retried(commits.len());
+            }
+            let answers = self.eval(&conn, &commits).await?;
+            for (&g, answer) in committing.iter().zip(answers) {
+                match answer {
+                    Ok(redis::Value::Int(1)) => groups[g].answer(batches),
+                    // Changed since read: the entity as it is now.
+                    Ok(v @ redis::Value::Array(_)) => pending.push((g, v)),
+                    Ok(other) => {
+                        first_error = first_error.or(Some(SharedError::Reply(format!(
+                            "the commit script answered {}",
+                            kind_of(&other)
+                        ))))
+                    }
+                    Err(e) => first_error = first_error.or(Some(redis_error(e))),
+                }
+            }
+        }
+        if !pending.is_empty() {
+            first_error = first_error.or(Some(SharedError::Conflict(pending.len())));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Sends the commit commands; loads the script where a server does not
+    /// have it (restarted, flushed, a new cluster primary) and sends those
+    /// again (a command refused with `NOSCRIPT` wrote nothing).
+    async fn eval(
+        &self,
+        conn: &Conn,
+        commits: &[redis::Cmd],
+    ) -> Result<Vec<Result<redis::Value, redis::RedisError>>, SharedError> {
+        let mut answers = send(conn, commits).await?;
         if answers.iter().any(is_noscript) {
-            // A server restarted or flushed its scripts (or a new cluster
-            // primary never had it): load it everywhere, then send again.
-            // Operations that did run are answered by their dedup keys.
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).clone();
-            match &conn {
+            match conn {
                 Conn::Single(c) => {
                     let _: String = load
                         .query_async(&mut c.clone())
@@ -445,34 +546,22 @@ impl SharedStore {
                         .map_err(redis_error)?;
                 }
                 Conn::Cluster(c) => {
+                    // Routed to every primary.
                     let _: redis::Value = load
                         .query_async(&mut c.clone())
                         .await
                         .map_err(redis_error)?;
                 }
             }
-            answers = send(&conn, &ops, sha).await?;
-        }
-        let limit = self.config.max_reply_bytes;
-        let mut answers = answers.into_iter();
-        for batch in batches.iter_mut() {
-            for (op, answer) in batch.ops.iter().zip(answers.by_ref()) {
-                let bytes = match answer {
-                    Ok(redis::Value::BulkString(b)) => b,
-                    Ok(redis::Value::SimpleString(s)) => s.into_bytes(),
-                    Ok(other) => {
-                        return Err(ReplyError::Shape(format!("{:?}", kind_of(&other))).into());
-                    }
-                    Err(e) => return Err(redis_error(e)),
-                };
-                if bytes.len() > limit {
-                    return Err(ReplyError::TooLarge(bytes.len()).into());
-                }
-                let shape = &batch.shape.kinds[op.kind];
-                batch.replies.push(parse_reply(&bytes, &shape.aggs)?);
+            let again: Vec<usize> = (0..answers.len())
+                .filter(|&i| is_noscript(&answers[i]))
+                .collect();
+            let cmds: Vec<redis::Cmd> = again.iter().map(|&i| commits[i].clone()).collect();
+            for (i, answer) in again.into_iter().zip(send(conn, &cmds).await?) {
+                answers[i] = answer;
             }
         }
-        Ok(())
+        Ok(answers)
     }
 }
 
@@ -482,6 +571,7 @@ fn kind_of(v: &redis::Value) -> &'static str {
         redis::Value::Int(_) => "an integer",
         redis::Value::Array(_) => "an array",
         redis::Value::ServerError(_) => "an error",
+        redis::Value::BulkString(_) | redis::Value::SimpleString(_) => "a string",
         _ => "an unexpected type",
     }
 }
@@ -494,48 +584,45 @@ fn is_noscript(r: &Result<redis::Value, redis::RedisError>) -> bool {
     }
 }
 
-fn command(op: &Op, sha: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(2).arg(&op.state_key).arg(&op.dedup_key);
-    for a in &op.args {
-        cmd.arg(a.as_bytes());
-    }
-    cmd
-}
-
-/// Sends the operations: one pipeline to a single server; to a cluster,
-/// each operation routed to its slot's primary, all at once (the
-/// connection to each node writes them in order, together).
+/// Sends commands, each answered on its own: one pipeline to a single
+/// server; to a cluster, each command routed to its slot's primary, all at
+/// once (the connection to each node writes them in order, together).
 async fn send(
     conn: &Conn,
-    ops: &[&Op],
-    sha: &str,
+    cmds: &[redis::Cmd],
 ) -> Result<Vec<Result<redis::Value, redis::RedisError>>, SharedError> {
+    if cmds.is_empty() {
+        return Ok(Vec::new());
+    }
     match conn {
         Conn::Single(c) => {
             let mut pipe = redis::pipe();
-            for op in ops {
-                pipe.add_command(command(op, sha));
+            for cmd in cmds {
+                pipe.add_command(cmd.clone());
             }
             pipe.ignore_errors();
             let answers: Vec<redis::RedisResult<redis::Value>> = pipe
                 .query_async(&mut c.clone())
                 .await
                 .map_err(redis_error)?;
-            if answers.len() != ops.len() {
-                return Err(ReplyError::Shape(format!(
-                    "{} answers to {} operations",
+            if answers.len() != cmds.len() {
+                return Err(SharedError::Reply(format!(
+                    "{} answers to {} commands",
                     answers.len(),
-                    ops.len()
-                ))
-                .into());
+                    cmds.len()
+                )));
             }
-            Ok(answers)
+            Ok(answers
+                .into_iter()
+                .map(|a| match a {
+                    Ok(redis::Value::ServerError(e)) => Err(e.into()),
+                    other => other,
+                })
+                .collect())
         }
         Conn::Cluster(c) => {
-            let calls = ops.iter().map(|op| {
+            let calls = cmds.iter().map(|cmd| {
                 let mut c = c.clone();
-                let cmd = command(op, sha);
                 async move { cmd.query_async::<redis::Value>(&mut c).await }
             });
             Ok(futures::future::join_all(calls).await)
@@ -548,293 +635,5 @@ fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
-    }
-}
-
-/// How to read one shared kind's reply into the feature array.
-#[derive(Debug)]
-struct KindShape {
-    /// The kind's index among the definitions' entities.
-    entity: usize,
-    name: String,
-    /// Per feature of the kind: its index in the definitions.
-    features: Vec<usize>,
-    slots: Vec<usize>,
-    aggs: Vec<Agg>,
-    /// The state hash's time to live: the kind's longest window.
-    ttl_ms: u64,
-}
-
-/// The shared kinds of one store's definitions.
-#[derive(Debug)]
-struct Shape {
-    kinds: Vec<KindShape>,
-}
-
-/// One entity operation.
-#[derive(Debug)]
-struct Op {
-    /// Index into `Shape::kinds`.
-    kind: usize,
-    state_key: String,
-    dedup_key: String,
-    args: Vec<String>,
-}
-
-/// Where one event's shared features come from.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// The reply of this operation.
-    Op(usize),
-    /// No key in the event for this kind: the features read empty.
-    Empty,
-    /// Not sent (a key over the bounds): the features read missing.
-    Missing,
-}
-
-/// The entity operations of a burst of events, and, once executed, what
-/// each event read. Reused from burst to burst ([`SharedBatch::clear`]).
-pub struct SharedBatch {
-    shape: std::sync::Arc<Shape>,
-    ops: Vec<Op>,
-    /// Per event, per shared kind (in `shape.kinds` order), its source.
-    sources: Vec<Source>,
-    replies: Vec<Vec<Value>>,
-    prefix: String,
-    dedup_ttl_ms: u64,
-}
-
-impl SharedBatch {
-    /// Forgets the operations and replies, keeping the buffers.
-    pub fn clear(&mut self) {
-        self.ops.clear();
-        self.sources.clear();
-        self.replies.clear();
-    }
-
-    /// An empty batch of the same shape, key prefix and dedup lifetime.
-    pub fn empty_like(&self) -> SharedBatch {
-        SharedBatch {
-            shape: self.shape.clone(),
-            ops: Vec::new(),
-            sources: Vec::new(),
-            replies: Vec::new(),
-            prefix: self.prefix.clone(),
-            dedup_ttl_ms: self.dedup_ttl_ms,
-        }
-    }
-
-    /// How many events were pushed.
-    pub fn events(&self) -> usize {
-        self.sources
-            .len()
-            .checked_div(self.shape.kinds.len())
-            .unwrap_or(0)
-    }
-
-    /// How many entity operations go to Redis (one per shared entity of
-    /// each event).
-    pub fn operations(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// Writes event `n`'s shared features (the `n`th pushed) into `out`;
-    /// false when some are missing because the batch failed (or was not
-    /// executed) or a key was over the bounds.
-    pub fn read(&self, n: usize, out: &mut [Value]) -> bool {
-        let k = self.shape.kinds.len();
-        let mut complete = true;
-        for (kind, source) in self
-            .shape
-            .kinds
-            .iter()
-            .zip(&self.sources[n * k..(n + 1) * k])
-        {
-            let values = match source {
-                Source::Op(i) => self.replies.get(*i),
-                Source::Empty => {
-                    for (slot, agg) in kind.slots.iter().zip(&kind.aggs) {
-                        if let Some(o) = out.get_mut(*slot) {
-                            *o = empty_value(*agg);
-                        }
-                    }
-                    continue;
-                }
-                Source::Missing => None,
-            };
-            match values {
-                Some(values) => {
-                    for (slot, v) in kind.slots.iter().zip(values) {
-                        if let Some(o) = out.get_mut(*slot) {
-                            *o = v.clone();
-                        }
-                    }
-                }
-                None => {
-                    complete = false;
-                    for slot in &kind.slots {
-                        if let Some(o) = out.get_mut(*slot) {
-                            *o = Value::Missing;
-                        }
-                    }
-                }
-            }
-        }
-        complete
-    }
-}
-
-/// The XXH64 hash a shared distinct count keeps of a value (typed, so that
-/// the number 1 and the string "1" differ).
-fn shared_value_hash(v: &Value) -> Option<u64> {
-    use std::hash::Hasher;
-    let mut h = twox_hash::XxHash64::with_seed(0x7e41_c0de);
-    match v {
-        Value::String(s) => {
-            h.write_u8(b's');
-            h.write(s.as_bytes());
-        }
-        Value::Number(x) => {
-            h.write_u8(b'n');
-            h.write_u64(x.to_bits());
-        }
-        Value::Bool(b) => {
-            h.write_u8(b'b');
-            h.write_u8(u8::from(*b));
-        }
-        Value::Timestamp(t) => {
-            h.write_u8(b't');
-            h.write_i64(*t);
-        }
-        Value::Missing => return None,
-    }
-    Some(h.finish())
-}
-
-/// A `last` value as the script keeps it: a type letter, then the value.
-fn typed(v: &Value) -> Option<String> {
-    Some(match v {
-        Value::Missing => return None,
-        Value::Number(x) => format!("n{x}"),
-        Value::String(s) => format!("s{s}"),
-        Value::Bool(b) => format!("b{}", u8::from(*b)),
-        Value::Timestamp(t) => format!("t{t}"),
-    })
-}
-
-impl FeatureStore {
-    /// An empty batch for this store's shared kinds, with the key prefix
-    /// and dedup lifetime of `config`.
-    pub fn shared_batch(&self, config: &SharedConfig) -> SharedBatch {
-        let defs = &self.inner.defs;
-        let kinds = defs
-            .entities
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.placement == crate::defs::Placement::Shared)
-            .map(|(e, entity)| {
-                let features = self.inner.by_entity[e].clone();
-                let longest = features
-                    .iter()
-                    .map(|&i| defs.features[i].window_ms)
-                    .max()
-                    .unwrap_or(0)
-                    .max(defs.longest_window_ms());
-                KindShape {
-                    entity: e,
-                    name: entity.name.clone(),
-                    slots: features.iter().map(|&i| defs.features[i].slot).collect(),
-                    aggs: features.iter().map(|&i| defs.features[i].agg).collect(),
-                    features,
-                    ttl_ms: longest as u64,
-                }
-            })
-            .collect();
-        SharedBatch {
-            shape: std::sync::Arc::new(Shape { kinds }),
-            ops: Vec::new(),
-            sources: Vec::new(),
-            replies: Vec::new(),
-            prefix: config.key_prefix.clone(),
-            dedup_ttl_ms: config.dedup_ttl_secs.saturating_mul(1000).max(1),
-        }
-    }
-
-    /// Adds `event`'s operations on its shared entities to `batch`, in
-    /// order. `outcome` is what the local store made of the event
-    /// ([`FeatureStore::read_and_update`]): a late event is read but not
-    /// added; a duplicate is sent as it is (Redis answers it from its dedup
-    /// key, with the values its first delivery read).
-    pub fn push_shared(&self, event: &Event, outcome: UpdateOutcome, batch: &mut SharedBatch) {
-        let add = outcome != UpdateOutcome::TooLate;
-        let t = event.timestamp_ms();
-        let record = Record {
-            event: event.values(),
-            features: &[],
-            model: &[],
-        };
-        let defs = &self.inner.defs;
-        let shape = batch.shape.clone();
-        for (k, kind) in shape.kinds.iter().enumerate() {
-            let entity = &defs.entities[kind.entity];
-            let Value::String(key) = event.get(entity.key_slot) else {
-                batch.sources.push(Source::Empty);
-                continue;
-            };
-            let state_key = format!("{}:{{{}:{}}}", batch.prefix, kind.name, key);
-            if state_key.len() + event.id().len() + 3 > MAX_KEY_BYTES {
-                batch.sources.push(Source::Missing);
-                continue;
-            }
-            let dedup_key = format!("{state_key}:e:{}", event.id());
-            let mut args = Vec::with_capacity(4 + 6 * kind.features.len());
-            args.push(t.to_string());
-            args.push(if add { "1" } else { "0" }.to_owned());
-            args.push(kind.ttl_ms.to_string());
-            args.push(batch.dedup_ttl_ms.to_string());
-            for &i in &kind.features {
-                let f = &defs.features[i];
-                let code = match f.agg {
-                    Agg::Count => "c",
-                    Agg::Sum => "s",
-                    Agg::Avg => "a",
-                    Agg::Min => "n",
-                    Agg::Max => "x",
-                    Agg::DistinctCount => "d",
-                    Agg::Last => "l",
-                    Agg::SecsSinceLast => "e",
-                };
-                let applies = f.filter.as_ref().is_none_or(|flt| flt.matches(&record));
-                let v = f.field.map_or(&Value::Missing, |slot| event.get(slot));
-                let value = match f.agg {
-                    Agg::Sum | Agg::Avg | Agg::Min | Agg::Max => match v {
-                        Value::Number(x) => format!("{x}"),
-                        _ => String::new(),
-                    },
-                    Agg::DistinctCount => shared_value_hash(v).map_or(String::new(), |h| {
-                        let (reg, rank) = hll_register(h);
-                        format!("{h:016x},{reg},{rank}")
-                    }),
-                    Agg::Last => typed(v)
-                        .filter(|s| s.len() <= MAX_VALUE_BYTES)
-                        .unwrap_or_default(),
-                    Agg::Count | Agg::SecsSinceLast => String::new(),
-                };
-                let w = width(f.window_ms);
-                args.push(code.to_owned());
-                args.push(f.window_ms.to_string());
-                args.push(w.to_string());
-                args.push(t.div_euclid(w).to_string());
-                args.push(if applies { "1" } else { "0" }.to_owned());
-                args.push(value);
-            }
-            batch.sources.push(Source::Op(batch.ops.len()));
-            batch.ops.push(Op {
-                kind: k,
-                state_key,
-                dedup_key,
-                args,
-            });
-        }
     }
 }

@@ -5,10 +5,11 @@
 //! one [`Burst`]. [`Engine::prepare_in`](super::Engine::prepare_in) adds
 //! each event's entity operations to it, in source order, after the local
 //! features; [`Burst::send`], once the source has read what is available,
-//! hands the burst to its runner task. The runner executes one round trip
-//! after another — so a lane's events reach Redis in the order it read
-//! them — each one pipeline with the store's deadline, holding every burst
-//! that queued while the last was out (up to
+//! hands the burst to its runner task. The runner executes one call of the
+//! store after another — so a lane's events reach Redis in the order it
+//! read them — each a read and a commit round trip (more when another
+//! writer changed an entity in between) with the store's deadline, holding
+//! every burst that queued while the last was out (up to
 //! [`MAX_OPERATIONS_PER_ROUND_TRIP`] operations). An event's
 //! [`Engine::finish`](super::Engine::finish) awaits its burst's reply
 //! before the event is scored; a burst that failed or missed its deadline
@@ -16,7 +17,7 @@
 //! so a decision never waits for Redis longer than the deadline.
 //!
 //! Not here: the script, the protocol and the windows' arithmetic
-//! (`verdict_features::shared`). Sources that see every event of the
+//! (`verdict_features::shared` and the local store's entities). Sources that see every event of the
 //! stream (replay, export, backtests) place every kind local and make no
 //! burst.
 
@@ -209,6 +210,12 @@ impl SharedObserver for SharedMetrics {
     fn failed(&self, kind: SharedErrorKind, operations: usize) {
         if let Some(m) = self.0.metrics.get() {
             m.shared_failed(kind.as_str(), operations);
+        }
+    }
+
+    fn retried(&self, entities: usize) {
+        if let Some(m) = self.0.metrics.get() {
+            m.shared_retried(entities);
         }
     }
 }
