@@ -12,7 +12,8 @@
 //! - latency at half load: events arriving one by one at half of the
 //!   shared placement's throughput, each lane burst being what has arrived
 //!   since the last; p50 and p99 from arrival to decision, with the
-//!   default deadline (50 ms).
+//!   default deadline (50 ms), in `ROUNDS` (3) rounds alternating the two
+//!   placements, and what sharing adds between their median rounds.
 //!
 //! Both placements decide the same events the same way (one process sees
 //! every event: shared windows equal local ones), which the run asserts.
@@ -20,6 +21,7 @@
 //! ```sh
 //! cargo bench -p verdict-benches --bench shared          # 200k events, 10 s at half load
 //! EVENTS=500000 SECONDS=20 cargo bench -p verdict-benches --bench shared
+//! CHAINS=1 cargo bench -p verdict-benches --bench shared  # round-trip chains per lane
 //! cargo test -p verdict-benches --bench shared           # a few events: a smoke test
 //! ```
 //! Needs `redis-server` (scripts/ensure-redis.sh), or VERDICT_REDIS_SERVER.
@@ -115,6 +117,22 @@ impl Redis {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         [calls("mget"), calls("evalsha"), total]
+    }
+
+    /// Microseconds of Redis per call of each command that ran, from
+    /// `INFO commandstats` (a script's calls are inside its EVALSHA's).
+    fn usec_per_call(&self) -> String {
+        self.command("INFO commandstats")
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let per = rest
+                    .split(',')
+                    .find_map(|f| f.strip_prefix("usec_per_call="))?;
+                Some(format!("{name} {per}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The server's CPU time so far.
@@ -289,6 +307,7 @@ fn main() {
             urls: vec![format!("redis://127.0.0.1:{}", redis.port)],
             key_prefix: prefix.into(),
             deadline_ms,
+            chains: env_usize("CHAINS", SharedConfig::default().chains),
             ..SharedConfig::default()
         });
         c
@@ -332,6 +351,7 @@ fn main() {
         commands as f64 / shared_pass.events as f64,
         shared_pass.bursts as f64 / shared_pass.events as f64,
     );
+    println!("  Redis µs per call: {}", redis.usec_per_call());
     assert_eq!(
         local_pass.outcomes, shared_pass.outcomes,
         "shared windows decide what local ones decide"
@@ -341,27 +361,53 @@ fn main() {
         "no shared read failed"
     );
 
-    // Latency at half of the shared throughput.
+    // Latency at half of the shared throughput: rounds of one pass each,
+    // alternating, so that a slow moment of the machine (or of a fresh
+    // engine's first minutes) weighs on both; the median round of each.
     let half = rate(&shared_pass) / 2.0;
     let n = ((half * seconds as f64) as usize).clamp(1, traffic.len());
     let slice = &traffic[..n];
-    let mut lat_local = pass(&Engine::load(&local).expect("loads"), slice, Some(half));
-    let mut lat_shared = pass(
-        &Engine::load(&shared("lat", SharedConfig::default().deadline_ms)).expect("loads"),
-        slice,
-        Some(half),
-    );
-    for (name, p) in [("all-local", &mut lat_local), ("shared", &mut lat_shared)] {
-        let (p50, p99) = (p.percentile(0.5), p.percentile(0.99));
-        println!(
-            "shared/latency/{name}: {} events at {half:.0} events/s: p50 {p50:.0} µs, p99 {p99:.0} µs, {:.1} events per burst",
-            p.events,
-            p.events as f64 / p.bursts.max(1) as f64,
+    let rounds = env_usize("ROUNDS", 3).max(1);
+    let (mut local_rounds, mut shared_rounds) = (Vec::new(), Vec::new());
+    let before = redis.commands();
+    let mut shared_events = 0;
+    for round in 0..rounds {
+        let mut l = pass(&Engine::load(&local).expect("loads"), slice, Some(half));
+        let mut s = pass(
+            &Engine::load(&shared(&format!("lat{round}"), SharedConfig::default().deadline_ms))
+                .expect("loads"),
+            slice,
+            Some(half),
         );
+        shared_events += s.events;
+        assert_eq!(s.degraded, 0, "no shared read missed its deadline at half load");
+        for (name, p, kept) in [
+            ("all-local", &mut l, &mut local_rounds),
+            ("shared", &mut s, &mut shared_rounds),
+        ] {
+            let (p50, p99) = (p.percentile(0.5), p.percentile(0.99));
+            println!(
+                "shared/latency/{name}/{round}: {} events at {half:.0} events/s: p50 {p50:.0} µs, p99 {p99:.0} µs, {:.1} events per burst",
+                p.events,
+                p.events as f64 / p.bursts.max(1) as f64,
+            );
+            kept.push((p50, p99));
+        }
     }
+    let after = redis.commands();
+    let median = |v: &mut Vec<(f64, f64)>, q: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(q).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let [reads, commits, commands] = [0, 1, 2].map(|i| after[i] - before[i]);
+    let each = |x: u64| x as f64 / shared_events as f64;
     println!(
-        "  shared adds {:.0} µs at p50 and {:.0} µs at p99",
-        lat_shared.percentile(0.5) - lat_local.percentile(0.5),
-        lat_shared.percentile(0.99) - lat_local.percentile(0.99),
+        "  shared adds {:.0} µs at p50 and {:.0} µs at p99 (medians of {rounds} rounds); per event {:.3} entity reads (MGET) and {:.3} commits (EVALSHA), {:.2} Redis commands with the script's own",
+        median(&mut shared_rounds, |r| r.0) - median(&mut local_rounds, |r| r.0),
+        median(&mut shared_rounds, |r| r.1) - median(&mut local_rounds, |r| r.1),
+        each(reads),
+        each(commits),
+        each(commands),
     );
 }

@@ -1,6 +1,6 @@
 //! The byte form of an entity's portable states and of feature values:
-//! what a snapshot row holds, and what the shared store keeps in Redis (an
-//! entity's state, and what each event read).
+//! what a snapshot row holds, and what the shared store keeps in Redis of
+//! what each event read (and of an entity's `last` values).
 //!
 //! Little-endian, length-prefixed, versioned by whoever stores it (the
 //! snapshot's fingerprint, the shared store's key). Decoding reads bytes
@@ -98,10 +98,17 @@ pub(crate) fn encode_values(values: &[Value], b: &mut Vec<u8>) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads what the functions here write, checking every length.
+pub(crate) struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader(bytes)
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -109,19 +116,19 @@ impl Reader<'_> {
         self.0 = rest;
         Some(a)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub(crate) fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
     fn f64(&mut self) -> Option<f64> {
         Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn value(&mut self) -> Option<Value> {
+    pub(crate) fn value(&mut self) -> Option<Value> {
         Some(match self.u8()? {
             0 => Value::Missing,
             1 => Value::Number(self.f64()?),

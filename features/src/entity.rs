@@ -390,6 +390,127 @@ impl Entity {
             .collect()
     }
 
+    /// Appends the entity's states, without its key, in the shared store's
+    /// byte form: the time of its newest event, its words as they are,
+    /// its `last` values, then each distinct count's side part.
+    pub(crate) fn encode(&self, layout: &Layout, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.last_seen.to_le_bytes());
+        for w in &self.words[self.base()..] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        for v in &self.values {
+            crate::codec::put_value(out, v);
+        }
+        out.push(u8::from(!self.spill.is_empty()));
+        for d in 0..layout.distincts {
+            let Some(spill) = self.spill.get(d) else {
+                break;
+            };
+            out.push(spill.exact.len() as u8);
+            for (h, t) in &spill.exact {
+                out.extend_from_slice(&h.to_le_bytes());
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            match &spill.registers {
+                Some(regs) => {
+                    out.push(1);
+                    for row in regs.iter() {
+                        out.extend_from_slice(row);
+                    }
+                }
+                None => out.push(0),
+            }
+        }
+    }
+
+    /// An entity (with an empty key) from the bytes of
+    /// [`encode`](Entity::encode); `None` when they do not fit the layout
+    /// or hold what no entity holds.
+    pub(crate) fn decode(layout: &Layout, bytes: &[u8]) -> Option<Entity> {
+        let mut r = crate::codec::Reader::new(bytes);
+        let last_seen = r.i64()?;
+        let mut words = Vec::with_capacity(1 + layout.initial.len());
+        words.push(0);
+        for _ in 0..layout.initial.len() {
+            words.push(r.i64()? as u64);
+        }
+        let mut values = Vec::with_capacity(layout.values);
+        for _ in 0..layout.values {
+            values.push(r.value()?);
+        }
+        let mut spill: Vec<Spill> = Vec::new();
+        if r.u8()? == 1 {
+            for _ in 0..layout.distincts {
+                let n = usize::from(r.u8()?);
+                if n > EXACT_DISTINCT - INLINE_DISTINCT {
+                    return None;
+                }
+                let mut exact = Vec::new();
+                if n > 0 {
+                    exact.reserve_exact(EXACT_DISTINCT - INLINE_DISTINCT);
+                }
+                for _ in 0..n {
+                    exact.push((r.i64()? as u64, r.i64()?));
+                }
+                let registers = match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let mut regs = Box::new([[0; HLL_REGISTERS]; BUCKETS]);
+                        for row in regs.iter_mut() {
+                            row.copy_from_slice(r.take(HLL_REGISTERS)?);
+                        }
+                        Some(regs)
+                    }
+                    _ => return None,
+                };
+                spill.push(Spill { exact, registers });
+            }
+        }
+        if !r.is_empty() {
+            return None;
+        }
+        let e = Entity {
+            hash: 0,
+            last_seen,
+            words: words.into(),
+            values: values.into(),
+            spill: spill.into(),
+        };
+        e.is_sane(layout).then_some(e)
+    }
+
+    /// Whether every state holds what the store's own updates could leave:
+    /// times and bucket indices "none" or far from overflowing, exact lists
+    /// no longer than kept, and their entries past the inline ones in the
+    /// side part. A state from outside the process (a snapshot, Redis) is
+    /// checked before it is read, so that no arithmetic on it overflows.
+    pub(crate) fn is_sane(&self, layout: &Layout) -> bool {
+        const LIMIT: i64 = 1 << 60;
+        let fine = |x: u64| x as i64 == i64::MIN || (x as i64).abs() < LIMIT;
+        let base = self.base();
+        if self.words.len() != base + layout.initial.len() || self.values.len() != layout.values {
+            return false;
+        }
+        if !self.spill.is_empty() && self.spill.len() != layout.distincts {
+            return false;
+        }
+        layout.places.iter().all(|p| {
+            let w = &self.words[base + p.off..][..p.kind.words()];
+            match p.kind {
+                Kind::Distinct(d) => {
+                    let n = w[2] as usize;
+                    let spilled = self.spill.get(d).map_or(0, |s| s.exact.len());
+                    n <= EXACT_DISTINCT
+                        && spilled == n.saturating_sub(INLINE_DISTINCT)
+                        && fine(w[0])
+                        && fine(w[1])
+                        && (0..n).all(|e| fine(pair(w, self.spill.get(d), e).1 as u64))
+                }
+                _ => fine(w[0]),
+            }
+        })
+    }
+
     /// An entity from its portable states; `None` when they do not fit the
     /// layout.
     pub(crate) fn import(
@@ -458,7 +579,7 @@ impl Entity {
                 _ => return None,
             }
         }
-        Some(e)
+        e.is_sane(layout).then_some(e)
     }
 }
 
@@ -881,6 +1002,37 @@ mod tests {
         // The portable form carries the whole state back.
         let again = Entity::import(&layout, 7, "u1", 0, lazy.export(&layout)).unwrap();
         assert_eq!(again.export(&layout), lazy.export(&layout));
+        // So does the shared store's byte form, to the last byte.
+        let mut bytes = Vec::new();
+        lazy.encode(&layout, &mut bytes);
+        let shared = Entity::decode(&layout, &bytes).unwrap();
+        assert_eq!(shared.export(&layout), lazy.export(&layout));
+        let mut again = Vec::new();
+        shared.encode(&layout, &mut again);
+        assert_eq!(again, bytes);
+        assert!(Entity::decode(&layout, &bytes[..bytes.len() - 1]).is_none());
+    }
+
+    /// A state whose times sit at the edge of the integers (no update
+    /// leaves one; damaged bytes can) is refused, so that no read of it
+    /// overflows; so is an exact list longer than its side part.
+    #[test]
+    fn states_no_update_could_leave_are_refused() {
+        let layout = distinct_layout();
+        let mut e = entity(&layout);
+        let hasher = RandomState::with_seeds(1, 2, 3, 4);
+        for n in 0..6i64 {
+            e.add(&layout, 0, n * 1000, &Value::Number(n as f64), &hasher);
+        }
+        let mut bytes = Vec::new();
+        e.encode(&layout, &mut bytes);
+        assert!(Entity::decode(&layout, &bytes).is_some());
+        // Words: the head at 8, the inexact time at 16, the length at 24.
+        for (at, bad) in [(8, i64::MIN + 3), (16, i64::MAX - 1), (24, 7)] {
+            let mut b = bytes.clone();
+            b[at..at + 8].copy_from_slice(&bad.to_le_bytes());
+            assert!(Entity::decode(&layout, &b).is_none(), "word at {at} = {bad}");
+        }
     }
 
     #[test]

@@ -11,10 +11,11 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use verdict_core::{Event, Record, Value};
 
 use crate::FeatureStore;
-use crate::codec::{decode_states, decode_values, encode_states, encode_values};
+use crate::codec::{decode_values, encode_values};
 use crate::defs::Agg;
 use crate::entity::{Entity, Layout, PackedKey, Portable};
 use crate::store::{UpdateOutcome, empty_value};
@@ -51,6 +52,8 @@ pub(super) struct Shape {
     kinds: Vec<KindShape>,
     prefix: String,
     dedup_ttl_ms: u64,
+    /// Places an entity in a part of a split batch.
+    hasher: ahash::RandomState,
 }
 
 /// One entity operation: one shared entity of one event.
@@ -58,8 +61,10 @@ pub(super) struct Shape {
 pub(super) struct Op {
     /// Index into `Shape::kinds`.
     kind: usize,
-    state_key: String,
-    dedup_key: String,
+    /// Where its dedup key (`<state key>:e:<event id>`) lies in the
+    /// batch's `keys`, and how long the state key in front of it is.
+    key: std::ops::Range<usize>,
+    state_len: usize,
     /// A hash of the event id, to find a repeat within a group cheaply.
     id_hash: u64,
     t: i64,
@@ -93,6 +98,20 @@ pub struct SharedBatch {
     sources: Vec<Source>,
     /// What the answered operations read.
     values: Vec<Value>,
+    /// Per operation, once split: its part and its place there.
+    placed: Vec<(usize, usize)>,
+    /// Every operation's keys, end to end.
+    keys: String,
+}
+
+impl SharedBatch {
+    fn state_key(&self, op: &Op) -> &str {
+        &self.keys[op.key.start..op.key.start + op.state_len]
+    }
+
+    fn dedup_key(&self, op: &Op) -> &str {
+        &self.keys[op.key.clone()]
+    }
 }
 
 impl SharedBatch {
@@ -102,6 +121,8 @@ impl SharedBatch {
         self.inputs.clear();
         self.sources.clear();
         self.values.clear();
+        self.placed.clear();
+        self.keys.clear();
     }
 
     /// An empty batch of the same shape, key prefix and dedup lifetime.
@@ -112,6 +133,8 @@ impl SharedBatch {
             inputs: Vec::new(),
             sources: Vec::new(),
             values: Vec::new(),
+            placed: Vec::new(),
+            keys: String::new(),
         }
     }
 
@@ -127,6 +150,74 @@ impl SharedBatch {
     /// event).
     pub fn operations(&self) -> usize {
         self.ops.len()
+    }
+
+    pub(super) fn dedup_ttl_ms(&self) -> u64 {
+        self.shape.dedup_ttl_ms
+    }
+
+    /// Moves the operations into `n` parts by entity — every operation on
+    /// one entity in the same part, in order — for `n` chains of round
+    /// trips to run at once; this batch keeps where each went, and
+    /// [`rejoin`](SharedBatch::rejoin) takes back what they read. Empty
+    /// parts are `None`.
+    pub fn split(&mut self, n: usize) -> Vec<Option<SharedBatch>> {
+        let mut parts: Vec<Option<SharedBatch>> = (0..n).map(|_| None).collect();
+        self.placed.clear();
+        let hasher = &self.shape.hasher;
+        for op in &mut self.ops {
+            let key = &self.keys[op.key.clone()];
+            let p = (hasher.hash_one(&key[..op.state_len]) % n as u64) as usize;
+            let part = parts[p].get_or_insert_with(|| SharedBatch {
+                shape: self.shape.clone(),
+                ops: Vec::new(),
+                inputs: Vec::new(),
+                sources: Vec::new(),
+                values: Vec::new(),
+                placed: Vec::new(),
+                keys: String::new(),
+            });
+            let features = self.shape.kinds[op.kind].slots.len();
+            let inputs = part.inputs.len();
+            part.inputs.extend(
+                self.inputs[op.inputs..op.inputs + features]
+                    .iter_mut()
+                    .map(std::mem::take),
+            );
+            self.placed.push((p, part.ops.len()));
+            let at = part.keys.len();
+            part.keys.push_str(key);
+            part.ops.push(Op {
+                kind: op.kind,
+                key: at..part.keys.len(),
+                state_len: op.state_len,
+                id_hash: op.id_hash,
+                t: op.t,
+                inputs,
+                read: None,
+            });
+        }
+        parts
+    }
+
+    /// Takes back what the parts of [`split`](SharedBatch::split) read, once
+    /// they ran (a part missing, or an operation it did not answer, reads
+    /// missing).
+    pub fn rejoin(&mut self, parts: &[Option<std::sync::Arc<SharedBatch>>]) {
+        self.values.clear();
+        for (o, &(p, i)) in self.placed.iter().enumerate() {
+            let op = &mut self.ops[o];
+            op.read = None;
+            let Some(Some(part)) = parts.get(p) else {
+                continue;
+            };
+            let Some(at) = part.ops.get(i).and_then(|x| x.read) else {
+                continue;
+            };
+            let n = self.shape.kinds[op.kind].slots.len();
+            op.read = Some(self.values.len());
+            self.values.extend_from_slice(&part.values[at..at + n]);
+        }
     }
 
     /// How many of its operations have been answered.
@@ -190,47 +281,49 @@ impl SharedBatch {
     }
 }
 
-/// What applying a group's events to its stored state calls for.
-pub(super) enum Step {
-    /// Every event was answered by its dedup key: nothing to write.
-    Done,
-    /// This commit.
-    Commit(redis::Cmd),
-}
-
 /// One entity of a call: its operations in read order (batch, operation),
-/// what Redis last answered for each operation's dedup key, and what each
-/// read in the last application.
+/// what Redis last answered for each operation's dedup key, what each read
+/// in the last application, and the commit that application calls for.
 pub(super) struct Group {
     kind: usize,
-    state_key: String,
-    ops: Vec<(usize, usize)>,
+    ops: SmallVec<[(usize, usize); 2]>,
     /// Per operation, its stored read, once Redis showed one.
-    records: Vec<Option<Vec<u8>>>,
+    records: SmallVec<[Option<Vec<u8>>; 2]>,
     /// The operations whose dedup keys the next answer holds, in order:
     /// every one for the read, the committed ones after a conflict.
-    asked: Vec<usize>,
+    asked: SmallVec<[usize; 2]>,
     /// Per operation, where what it read starts in `values`.
-    starts: Vec<usize>,
+    starts: SmallVec<[usize; 2]>,
     values: Vec<Value>,
+    /// The commit of the last application: the version it read (none when
+    /// the entity had no state), the new state, and what each of the
+    /// `asked` operations read, end to end (`ends` where each stops).
+    read_version: Option<[u8; VERSION_BYTES]>,
+    state: Vec<u8>,
+    reads: Vec<u8>,
+    ends: SmallVec<[usize; 2]>,
 }
 
 /// The operations of `batches`, grouped by entity; each group's operations
 /// in the batches' order, then each batch's.
 pub(super) fn groups(batches: &[SharedBatch]) -> Vec<Group> {
-    let mut index: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
+    let n: usize = batches.iter().map(|b| b.ops.len()).sum();
+    let mut index: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::with_capacity(n);
+    let mut groups: Vec<Group> = Vec::with_capacity(n);
     for (b, batch) in batches.iter().enumerate() {
         for (o, op) in batch.ops.iter().enumerate() {
-            let g = *index.entry(op.state_key.as_str()).or_insert_with(|| {
+            let g = *index.entry(batch.state_key(op)).or_insert_with(|| {
                 groups.push(Group {
                     kind: op.kind,
-                    state_key: op.state_key.clone(),
-                    ops: Vec::new(),
-                    records: Vec::new(),
-                    asked: Vec::new(),
-                    starts: Vec::new(),
+                    ops: SmallVec::new(),
+                    records: SmallVec::new(),
+                    asked: SmallVec::new(),
+                    starts: SmallVec::new(),
                     values: Vec::new(),
+                    read_version: None,
+                    state: Vec::new(),
+                    reads: Vec::new(),
+                    ends: SmallVec::new(),
                 });
                 groups.len() - 1
             });
@@ -262,46 +355,64 @@ fn bytes_of(v: redis::Value, limit: usize) -> Result<Option<Vec<u8>>, SharedErro
 }
 
 impl Group {
-    /// The read: the entity's state and its events' dedup keys, in one
-    /// `MGET` (one hash slot).
-    pub(super) fn read_command(&self, batches: &[SharedBatch]) -> redis::Cmd {
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(&self.state_key);
-        for &(b, o) in &self.ops {
-            cmd.arg(&batches[b].ops[o].dedup_key);
-        }
-        cmd
+    /// How many keys the group asks Redis for next: its state and the
+    /// `asked` dedup keys.
+    pub(super) fn asked_keys(&self) -> usize {
+        1 + self.asked.len()
     }
 
-    /// Applies the group's events to `stored` — an `MGET` of the state and
-    /// of the dedup keys: all of them after the read, those of the last
-    /// commit after a conflict — and what to do next. A new state is
-    /// written with `version`.
+    /// Appends the keys the group asks for (to an `MGET`, or a commit's
+    /// keys): its state, then the `asked` dedup keys. One hash slot.
+    pub(super) fn write_keys(&self, batches: &[SharedBatch], cmd: &mut redis::Cmd) {
+        cmd.arg(self.state_key(batches));
+        for &j in &self.asked {
+            let (b, o) = self.ops[j];
+            cmd.arg(batches[b].dedup_key(&batches[b].ops[o]));
+        }
+    }
+
+    /// The entity's state key (its first operation's).
+    fn state_key<'a>(&self, batches: &'a [SharedBatch]) -> &'a str {
+        let (b, o) = self.ops[0];
+        batches[b].state_key(&batches[b].ops[o])
+    }
+
+    /// Appends the commit's arguments, as `commit.lua` reads them for one
+    /// entity: how many dedup keys, the version read, the new state, its
+    /// time to live, then what each event read.
+    pub(super) fn write_commit(&self, batches: &[SharedBatch], cmd: &mut redis::Cmd) {
+        let ttl_ms = self
+            .ops
+            .first()
+            .map_or(0, |&(b, _)| batches[b].shape.kinds[self.kind].ttl_ms);
+        cmd.arg(self.asked.len())
+            .arg(self.read_version.as_ref().map_or(&[][..], |v| &v[..]))
+            .arg(self.state.as_slice())
+            .arg(ttl_ms);
+        let mut from = 0;
+        for &end in &self.ends {
+            cmd.arg(&self.reads[from..end]);
+            from = end;
+        }
+    }
+
+    /// Applies the group's events to what Redis holds — the next
+    /// [`asked_keys`](Group::asked_keys) items of `stored`: the state and
+    /// the asked dedup keys (all of them after the read, those of the last
+    /// commit after a conflict). True when that calls for a commit, with
+    /// a new state written as `version`; false when every event was
+    /// answered by its dedup key.
     pub(super) fn apply(
         &mut self,
         batches: &[SharedBatch],
-        stored: redis::Value,
+        stored: &mut impl Iterator<Item = redis::Value>,
         limit: usize,
         version: u64,
-        script: &redis::Script,
-    ) -> Result<Step, SharedError> {
-        let redis::Value::Array(items) = stored else {
-            return Err(SharedError::Reply(format!(
-                "expected the entity's stored values, got {}",
-                super::kind_of(&stored)
-            )));
-        };
-        let mut items = items.into_iter();
-        let state = bytes_of(items.next().unwrap_or(redis::Value::Nil), limit)?;
-        if items.len() != self.asked.len() {
-            return Err(SharedError::Reply(format!(
-                "{} dedup keys answered for {}",
-                items.len(),
-                self.asked.len()
-            )));
-        }
-        for (&j, item) in self.asked.iter().zip(items) {
-            self.records[j] = bytes_of(item, limit)?;
+    ) -> Result<bool, SharedError> {
+        let short = || SharedError::Reply("fewer stored values than keys asked".into());
+        let state = bytes_of(stored.next().ok_or_else(short)?, limit)?;
+        for &j in &self.asked {
+            self.records[j] = bytes_of(stored.next().ok_or_else(short)?, limit)?;
         }
         self.asked.clear();
 
@@ -309,36 +420,31 @@ impl Group {
         let kind = &shape.kinds[self.kind];
         let layout = &kind.layout;
         let n = kind.slots.len();
-        let (read_version, mut entity) = match &state {
-            None => (
-                &[][..],
-                Entity::new(layout, 0, &PackedKey::from_elem(0, 1), i64::MIN),
-            ),
+        self.read_version = None;
+        let mut entity = match &state {
+            None => Entity::new(layout, 0, &PackedKey::from_elem(0, 1), i64::MIN),
             Some(bytes) if bytes.len() >= VERSION_BYTES => {
                 let (v, rest) = bytes.split_at(VERSION_BYTES);
-                let decoded = decode_states(rest, layout.places.len())
-                    .and_then(|s| Entity::import(layout, 0, "", s.last_seen, s.states))
-                    .ok_or_else(|| {
-                        SharedError::Reply(format!(
-                            "the state at {} does not decode",
-                            self.state_key
-                        ))
-                    })?;
-                (v, decoded)
+                self.read_version = v.try_into().ok();
+                Entity::decode(layout, rest).ok_or_else(|| {
+                    SharedError::Reply(format!(
+                        "the state at {} does not decode",
+                        self.state_key(batches)
+                    ))
+                })?
             }
             Some(_) => {
                 return Err(SharedError::Reply(format!(
                     "the state at {} is too short",
-                    self.state_key
+                    self.state_key(batches)
                 )));
             }
         };
 
         self.values.clear();
         self.starts.clear();
-        let mut cmd = redis::cmd("EVALSHA");
-        let mut keys: Vec<&str> = Vec::new();
-        let mut records: Vec<Vec<u8>> = Vec::new();
+        self.reads.clear();
+        self.ends.clear();
         let mut changed = false;
         for j in 0..self.ops.len() {
             let (b, o) = self.ops[j];
@@ -350,7 +456,7 @@ impl Group {
                 if !decode_values(record, n, &mut self.values) {
                     return Err(SharedError::Reply(format!(
                         "the read kept at {} does not decode",
-                        op.dedup_key
+                        batches[b].dedup_key(op)
                     )));
                 }
                 continue;
@@ -359,7 +465,8 @@ impl Group {
             let earlier = (0..j).find(|&p| {
                 let (pb, po) = self.ops[p];
                 let other = &batches[pb].ops[po];
-                other.id_hash == op.id_hash && other.dedup_key == op.dedup_key
+                other.id_hash == op.id_hash
+                    && batches[pb].dedup_key(other) == batches[b].dedup_key(op)
             });
             if let Some(p) = earlier {
                 let from = self.starts[p];
@@ -377,38 +484,25 @@ impl Group {
                     changed = true;
                 }
             }
-            let mut record = Vec::new();
-            encode_values(&self.values[start..], &mut record);
-            keys.push(&op.dedup_key);
-            records.push(record);
+            encode_values(&self.values[start..], &mut self.reads);
+            self.ends.push(self.reads.len());
             self.asked.push(j);
         }
-        if keys.is_empty() {
-            return Ok(Step::Done);
+        if self.asked.is_empty() {
+            return Ok(false);
         }
         // A state unchanged (only late events) keeps its version: the
         // commit still checks nobody wrote in between, and writes the
         // events' reads.
-        let mut new_state = Vec::with_capacity(state.as_ref().map_or(256, Vec::len));
-        match (&state, changed) {
-            (Some(old), false) => new_state.extend_from_slice(old),
+        self.state.clear();
+        match (state, changed) {
+            (Some(old), false) => self.state = old,
             _ => {
-                new_state.extend_from_slice(&version.to_le_bytes());
-                encode_states(entity.last_seen, &entity.export(layout), &mut new_state);
+                self.state.extend_from_slice(&version.to_le_bytes());
+                entity.encode(layout, &mut self.state);
             }
         }
-        cmd.arg(script.get_hash())
-            .arg(1 + keys.len())
-            .arg(&self.state_key)
-            .arg(&keys)
-            .arg(read_version)
-            .arg(new_state)
-            .arg(kind.ttl_ms)
-            .arg(shape.dedup_ttl_ms);
-        for record in &records {
-            cmd.arg(record.as_slice());
-        }
-        Ok(Step::Commit(cmd))
+        Ok(true)
     }
 
     /// Writes what each of the group's events read into its batch: the
@@ -448,7 +542,7 @@ impl FeatureStore {
                     .max(defs.longest_window_ms());
                 // What the state's bytes mean: each feature's aggregate,
                 // window, field and filter, in order, and the encoding.
-                let mut described = format!("shared-state=1;buckets={};", crate::defs::BUCKETS);
+                let mut described = format!("shared-state=2;buckets={};", crate::defs::BUCKETS);
                 for &i in features {
                     let f = &defs.features[i];
                     described += &format!(
@@ -477,11 +571,14 @@ impl FeatureStore {
                 kinds,
                 prefix: config.key_prefix.clone(),
                 dedup_ttl_ms: config.dedup_ttl_secs.saturating_mul(1000).max(1),
+                hasher: ahash::RandomState::new(),
             }),
             ops: Vec::new(),
             inputs: Vec::new(),
             sources: Vec::new(),
             values: Vec::new(),
+            placed: Vec::new(),
+            keys: String::new(),
         }
     }
 
@@ -506,15 +603,26 @@ impl FeatureStore {
                 batch.sources.push(Source::Empty);
                 continue;
             };
-            let state_key = format!(
-                "{}:{{{}:{}}}:{}",
-                shape.prefix, kind.name, key, kind.layout_tag
-            );
-            if state_key.len() + event.id().len() + 3 > MAX_KEY_BYTES {
+            let at = batch.keys.len();
+            for part in [
+                &shape.prefix,
+                ":{",
+                &kind.name,
+                ":",
+                key,
+                "}:",
+                &kind.layout_tag,
+            ] {
+                batch.keys.push_str(part);
+            }
+            let state_len = batch.keys.len() - at;
+            batch.keys.push_str(":e:");
+            batch.keys.push_str(event.id());
+            if batch.keys.len() - at > MAX_KEY_BYTES {
+                batch.keys.truncate(at);
                 batch.sources.push(Source::Missing);
                 continue;
             }
-            let dedup_key = format!("{state_key}:e:{}", event.id());
             let inputs = batch.inputs.len();
             for &i in &self.inner.by_entity[kind.entity] {
                 let f = &defs.features[i];
@@ -527,8 +635,8 @@ impl FeatureStore {
             batch.sources.push(Source::Op(batch.ops.len()));
             batch.ops.push(Op {
                 kind: k,
-                state_key,
-                dedup_key,
+                key: at..batch.keys.len(),
+                state_len,
                 id_hash,
                 t: event.timestamp_ms(),
                 inputs,
@@ -562,12 +670,6 @@ pub fn apply_stored(
     let mut stored = vec![item(state)];
     stored.extend(reads.iter().take(group.ops.len()).map(|r| item(*r)));
     stored.resize(1 + group.ops.len(), redis::Value::Nil);
-    group.apply(
-        batches,
-        redis::Value::Array(stored),
-        usize::MAX,
-        1,
-        &redis::Script::new(super::SCRIPT),
-    )?;
+    group.apply(batches, &mut stored.into_iter(), usize::MAX, 1)?;
     Ok(())
 }

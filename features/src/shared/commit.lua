@@ -1,27 +1,40 @@
--- Verdict's shared feature store: the commit of one entity's new state
--- with what each of its new events read, if nobody changed the entity
--- since Verdict read it (Redis runs a script with nothing in between).
+-- Verdict's shared feature store: the commit of entities' new states with
+-- what each of their new events read, each only if nobody changed the
+-- entity since Verdict read it (Redis runs a script with nothing in
+-- between). One call commits every entity of a lane's round trip on a
+-- single server, or one entity on a cluster (a script's keys share a slot).
 --
--- KEYS[1]     the entity's state: 8 bytes of version, then the states
--- KEYS[2..n]  the dedup keys of the events this commit adds
--- ARGV[1]     the version Verdict read ("" when the entity had no state)
--- ARGV[2]     the new state, with a new version
--- ARGV[3]     the state's time to live (ms): its longest window
--- ARGV[4]     the dedup keys' time to live (ms)
--- ARGV[5..]   what each event read, in KEYS' order
+-- ARGV[1]  the dedup keys' time to live (ms)
+-- Then, per entity, in order:
+--   KEYS   its state (8 bytes of version, then the states), then the
+--          dedup keys of the n events this commit adds
+--   ARGV   n; the version Verdict read ("" when the entity had no state);
+--          the new state, with a new version; the state's time to live
+--          (ms: its longest window); then what each event read
 --
--- Reply: 1 when committed. Otherwise the entity changed (another instance
--- or lane committed first): nothing is written, and the reply is what
--- Verdict would read again — the state and every dedup key, as MGET
--- answers them — so that it computes once more without another round trip.
+-- Reply, per entity: 1 when committed. Otherwise the entity changed
+-- (another instance or lane committed first): nothing of it is written,
+-- and its item is what Verdict would read again — the state and the n
+-- dedup keys, as MGET answers them — so that it computes once more without
+-- another read.
 
-local state = redis.call('GET', KEYS[1])
-local version = state and string.sub(state, 1, 8) or ''
-if version ~= ARGV[1] then
-  return redis.call('MGET', unpack(KEYS))
+local out = {}
+local k, a = 1, 2
+local dedup_ttl = ARGV[1]
+while k <= #KEYS do
+  local n = tonumber(ARGV[a])
+  local state = redis.call('GET', KEYS[k])
+  local version = state and string.sub(state, 1, 8) or ''
+  if version == ARGV[a + 1] then
+    redis.call('SET', KEYS[k], ARGV[a + 2], 'PX', ARGV[a + 3])
+    for i = 1, n do
+      redis.call('SET', KEYS[k + i], ARGV[a + 3 + i], 'PX', dedup_ttl)
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = redis.call('MGET', unpack(KEYS, k, k + n))
+  end
+  k = k + 1 + n
+  a = a + 4 + n
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 3], 'PX', ARGV[4])
-end
-return 1
+return out

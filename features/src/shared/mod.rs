@@ -3,8 +3,9 @@
 //! consumer group reads and adds to the same state, whichever partition an
 //! event arrives on.
 //!
-//! An entity's state in Redis is the local store's own (`entity.rs`),
-//! in the byte form snapshots use (`codec.rs`), behind 8 bytes of version,
+//! An entity's state in Redis is the local store's own (`entity.rs`):
+//! its words as they are, its `last` values and side parts
+//! (`Entity::encode`), behind 8 bytes of version,
 //! at `<prefix>:{<kind>:<key>}:<layout>` (`<layout>` a fingerprint of the
 //! kind's feature definitions, so that two versions of them never misread
 //! each other's state), expiring when the kind's longest window has passed
@@ -66,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use batch::{Group, Step};
+use batch::Group;
 pub use batch::{MAX_KEY_BYTES, SharedBatch, apply_stored};
 
 /// The script Redis runs to commit one entity.
@@ -112,6 +113,12 @@ pub struct SharedConfig {
     pub key_prefix: String,
     /// Largest reply accepted for one stored state or read.
     pub max_reply_bytes: usize,
+    /// How many chains of round trips each source (a Kafka lane, the HTTP
+    /// listener) keeps to Redis at once. An entity always goes by the same
+    /// chain, so its events reach Redis in the order they were read; with
+    /// several, Redis works on one chain's commit while Verdict applies
+    /// another's events.
+    pub chains: usize,
 }
 
 /// The URLs with their passwords hidden: a configuration shown is never a
@@ -181,6 +188,7 @@ impl Default for SharedConfig {
             dedup_ttl_secs: 900,
             key_prefix: "verdict".into(),
             max_reply_bytes: 64 * 1024,
+            chains: 4,
         }
     }
 }
@@ -465,6 +473,11 @@ impl SharedStore {
     /// The read round trip, then commit round trips until every entity has
     /// committed, failed, or used up its attempts. A group's outcome is
     /// written into `batches` as soon as it is known.
+    ///
+    /// A single server gets one `MGET` and one commit script for all the
+    /// call's entities (their keys side by side: one command to parse and
+    /// one script to start, however many entities); a cluster one of each
+    /// per entity, each routed to its slot's primary.
     async fn run(
         &self,
         batches: &mut [SharedBatch],
@@ -472,59 +485,135 @@ impl SharedStore {
     ) -> Result<(), SharedError> {
         let conn = self.connection().await?;
         let limit = self.config.max_reply_bytes;
-        let reads: Vec<redis::Cmd> = groups.iter().map(|g| g.read_command(batches)).collect();
-        let mut answers = send(&conn, &reads).await?;
+        let every: Vec<usize> = (0..groups.len()).collect();
+        let chunks = self.chunks(&every);
+        let reads: Vec<redis::Cmd> = chunks
+            .iter()
+            .map(|chunk| {
+                let mut cmd = redis::cmd("MGET");
+                for &g in *chunk {
+                    groups[g].write_keys(batches, &mut cmd);
+                }
+                cmd
+            })
+            .collect();
+        let answers = send(&conn, &reads).await?;
         let mut first_error: Option<SharedError> = None;
-        // Per group, what Redis answered it last, for the next step.
-        let mut pending: Vec<(usize, redis::Value)> = Vec::with_capacity(groups.len());
-        for (g, answer) in answers.drain(..).enumerate() {
-            match answer {
-                Ok(v) => pending.push((g, v)),
-                Err(e) => first_error = first_error.or(Some(redis_error(e))),
-            }
-        }
-        let mut commits = Vec::new();
-        let mut committing = Vec::new();
-        for attempt in 0..MAX_ATTEMPTS {
-            commits.clear();
-            committing.clear();
-            for (g, stored) in pending.drain(..) {
+        let mut fail = |e: SharedError| first_error = first_error.take().or(Some(e));
+        // The groups whose last application calls for a commit.
+        let mut committing: Vec<usize> = Vec::with_capacity(groups.len());
+        for (chunk, answer) in chunks.iter().zip(answers) {
+            let items = match answer {
+                Ok(redis::Value::Array(items)) => items,
+                Ok(other) => {
+                    fail(SharedError::Reply(format!(
+                        "MGET answered {}",
+                        kind_of(&other)
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    fail(redis_error(e));
+                    continue;
+                }
+            };
+            let mut items = items.into_iter();
+            for &g in *chunk {
                 let version = self.versions.fetch_add(1, Ordering::Relaxed);
-                match groups[g].apply(batches, stored, limit, version, &self.script) {
-                    Ok(Step::Done) => groups[g].answer(batches),
-                    Ok(Step::Commit(cmd)) => {
-                        commits.push(cmd);
-                        committing.push(g);
+                match groups[g].apply(batches, &mut items, limit, version) {
+                    Ok(true) => committing.push(g),
+                    Ok(false) => groups[g].answer(batches),
+                    Err(e) => {
+                        // The chunk's other groups read on from their own
+                        // items: skip what this one did not take.
+                        fail(e);
+                        break;
                     }
-                    Err(e) => first_error = first_error.or(Some(e)),
                 }
             }
-            if commits.is_empty() {
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            if committing.is_empty() {
                 break;
             }
             if attempt > 0 {
-                self.observer.retried(commits.len());
+                self.observer.retried(committing.len());
             }
+            let chunks = self.chunks(&committing);
+            let commits: Vec<redis::Cmd> = chunks
+                .iter()
+                .map(|chunk| {
+                    let keys: usize = chunk.iter().map(|&g| groups[g].asked_keys()).sum();
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(self.script.get_hash()).arg(keys);
+                    for &g in *chunk {
+                        groups[g].write_keys(batches, &mut cmd);
+                    }
+                    cmd.arg(self.dedup_ttl_ms(batches));
+                    for &g in *chunk {
+                        groups[g].write_commit(batches, &mut cmd);
+                    }
+                    cmd
+                })
+                .collect();
             let answers = self.eval(&conn, &commits).await?;
-            for (&g, answer) in committing.iter().zip(answers) {
-                match answer {
-                    Ok(redis::Value::Int(1)) => groups[g].answer(batches),
-                    // Changed since read: the entity as it is now.
-                    Ok(v @ redis::Value::Array(_)) => pending.push((g, v)),
+            let mut again = Vec::new();
+            for (chunk, answer) in chunks.iter().zip(answers) {
+                let items = match answer {
+                    Ok(redis::Value::Array(items)) if items.len() == chunk.len() => items,
                     Ok(other) => {
-                        first_error = first_error.or(Some(SharedError::Reply(format!(
+                        fail(SharedError::Reply(format!(
                             "the commit script answered {}",
                             kind_of(&other)
-                        ))))
+                        )));
+                        continue;
                     }
-                    Err(e) => first_error = first_error.or(Some(redis_error(e))),
+                    Err(e) => {
+                        fail(redis_error(e));
+                        continue;
+                    }
+                };
+                for (&g, item) in chunk.iter().zip(items) {
+                    match item {
+                        redis::Value::Int(1) => groups[g].answer(batches),
+                        // Changed since read: the entity as it is now.
+                        redis::Value::Array(now) => {
+                            let version = self.versions.fetch_add(1, Ordering::Relaxed);
+                            match groups[g].apply(batches, &mut now.into_iter(), limit, version) {
+                                Ok(true) => again.push(g),
+                                Ok(false) => groups[g].answer(batches),
+                                Err(e) => fail(e),
+                            }
+                        }
+                        other => fail(SharedError::Reply(format!(
+                            "the commit script answered {} for an entity",
+                            kind_of(&other)
+                        ))),
+                    }
                 }
             }
+            committing = again;
         }
-        if !pending.is_empty() {
-            first_error = first_error.or(Some(SharedError::Conflict(pending.len())));
+        if !committing.is_empty() {
+            fail(SharedError::Conflict(committing.len()));
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The groups of one command each: all of them to a single server,
+    /// one per command to a cluster.
+    fn chunks<'a>(&self, groups: &'a [usize]) -> Vec<&'a [usize]> {
+        if self.config.cluster {
+            groups.chunks(1).collect()
+        } else if groups.is_empty() {
+            Vec::new()
+        } else {
+            vec![groups]
+        }
+    }
+
+    fn dedup_ttl_ms(&self, batches: &[SharedBatch]) -> u64 {
+        batches.first().map_or(1, SharedBatch::dedup_ttl_ms)
     }
 
     /// Sends the commit commands; loads the script where a server does not
@@ -584,18 +673,18 @@ fn is_noscript(r: &Result<redis::Value, redis::RedisError>) -> bool {
     }
 }
 
-/// Sends commands, each answered on its own: one pipeline to a single
-/// server; to a cluster, each command routed to its slot's primary, all at
-/// once (the connection to each node writes them in order, together).
+/// Sends commands, each answered on its own. To a single server, one
+/// command as it is (a call makes one of each kind there), several in one
+/// pipeline; to a cluster, each command routed to its slot's primary, all
+/// at once (the connection to each node writes them in order, together).
 async fn send(
     conn: &Conn,
     cmds: &[redis::Cmd],
 ) -> Result<Vec<Result<redis::Value, redis::RedisError>>, SharedError> {
-    if cmds.is_empty() {
-        return Ok(Vec::new());
-    }
-    match conn {
-        Conn::Single(c) => {
+    match (conn, cmds) {
+        (_, []) => Ok(Vec::new()),
+        (Conn::Single(c), [cmd]) => Ok(vec![cmd.query_async(&mut c.clone()).await]),
+        (Conn::Single(c), _) => {
             let mut pipe = redis::pipe();
             for cmd in cmds {
                 pipe.add_command(cmd.clone());
@@ -620,7 +709,7 @@ async fn send(
                 })
                 .collect())
         }
-        Conn::Cluster(c) => {
+        (Conn::Cluster(c), _) => {
             let calls = cmds.iter().map(|cmd| {
                 let mut c = c.clone();
                 async move { cmd.query_async::<redis::Value>(&mut c).await }

@@ -22,6 +22,7 @@
 //! burst.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -61,13 +62,17 @@ type Job = (SharedBatch, oneshot::Sender<Arc<SharedBatch>>);
 /// carry many bursts past the deadline at once.
 pub(crate) const MAX_OPERATIONS_PER_ROUND_TRIP: usize = 512;
 
-/// The runner: one round trip at a time, in the order the bursts came, so
-/// that a lane's events reach Redis in the order it read them. A source
+/// A runner: one call of the store at a time, in the order the bursts came,
+/// so that a lane's events reach Redis in the order it read them (each of
+/// the lane's runners has its own entities). A source
 /// that reads faster than Redis answers queues bursts here; each round trip
 /// takes what has queued (backpressure is the source's own in-flight
 /// bound: its events wait for these replies before they are decided).
-async fn run(store: Arc<SharedStore>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let mut failing = false;
+async fn run(
+    store: Arc<SharedStore>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    failing: Arc<AtomicBool>,
+) {
     let mut carried: Option<Job> = None;
     let mut batches: Vec<SharedBatch> = Vec::new();
     let mut replies: Vec<oneshot::Sender<Arc<SharedBatch>>> = Vec::new();
@@ -92,20 +97,22 @@ async fn run(store: Arc<SharedStore>, mut jobs: mpsc::UnboundedReceiver<Job>) {
             batches.push(job.0);
             replies.push(job.1);
         }
+        // The source's runners share whether it is failing: it says so
+        // once, whichever of them meets the failure first.
         match store.execute_all(&mut batches).await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("shared feature store answers again: shared features are back");
+            Ok(()) => {
+                if failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("shared feature store answers again: shared features are back");
+                }
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(
-                    error = %e,
-                    "shared features missing: decisions are made without them and marked degraded until the shared store answers"
-                );
+            Err(e) => {
+                if !failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "shared features missing: decisions are made without them and marked degraded until the shared store answers"
+                    );
+                }
             }
-            Err(_) => {}
         }
         for (batch, reply) in batches.drain(..).zip(replies.drain(..)) {
             let _ = reply.send(Arc::new(batch));
@@ -124,7 +131,9 @@ struct Inner {
     batch: SharedBatch,
     /// The reply of the burst being filled, made with its first event.
     current: Option<(oneshot::Sender<Arc<SharedBatch>>, Reply)>,
-    runner: mpsc::UnboundedSender<Job>,
+    /// One runner per chain of round trips; a burst's entities are split
+    /// among them, each entity always to the same one.
+    runners: Vec<mpsc::UnboundedSender<Job>>,
 }
 
 impl Burst {
@@ -137,14 +146,20 @@ impl Burst {
     /// current runtime (so: call from within it).
     pub(crate) fn new(store: Arc<SharedStore>, features: Arc<FeatureStore>) -> Burst {
         let batch = features.shared_batch(store.config());
-        let (runner, jobs) = mpsc::unbounded_channel::<Job>();
-        tokio::spawn(run(store, jobs));
+        let failing = Arc::new(AtomicBool::new(false));
+        let runners = (0..store.config().chains.max(1))
+            .map(|_| {
+                let (runner, jobs) = mpsc::unbounded_channel::<Job>();
+                tokio::spawn(run(store.clone(), jobs, failing.clone()));
+                runner
+            })
+            .collect();
         Burst {
             inner: Some(Inner {
                 batch,
                 features,
                 current: None,
-                runner,
+                runners,
             }),
         }
     }
@@ -180,10 +195,35 @@ impl Burst {
             return;
         };
         let fresh = inner.batch.empty_like();
-        let batch = std::mem::replace(&mut inner.batch, fresh);
+        let mut batch = std::mem::replace(&mut inner.batch, fresh);
         // A runner that has stopped drops the reply: the events read their
         // shared features missing.
-        let _ = inner.runner.send((batch, reply));
+        if let [runner] = &inner.runners[..] {
+            let _ = runner.send((batch, reply));
+            return;
+        }
+        let parts: Vec<_> = batch
+            .split(inner.runners.len())
+            .into_iter()
+            .zip(&inner.runners)
+            .map(|(part, runner)| {
+                let part = part?;
+                let (tx, rx) = oneshot::channel();
+                runner.send((part, tx)).ok()?;
+                Some(rx)
+            })
+            .collect();
+        tokio::spawn(async move {
+            let parts = futures::future::join_all(parts.into_iter().map(|rx| async move {
+                match rx {
+                    Some(rx) => rx.await.ok(),
+                    None => None,
+                }
+            }))
+            .await;
+            batch.rejoin(&parts);
+            let _ = reply.send(Arc::new(batch));
+        });
     }
 }
 
