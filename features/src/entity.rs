@@ -1031,7 +1031,10 @@ mod tests {
         for (at, bad) in [(8, i64::MIN + 3), (16, i64::MAX - 1), (24, 7)] {
             let mut b = bytes.clone();
             b[at..at + 8].copy_from_slice(&bad.to_le_bytes());
-            assert!(Entity::decode(&layout, &b).is_none(), "word at {at} = {bad}");
+            assert!(
+                Entity::decode(&layout, &b).is_none(),
+                "word at {at} = {bad}"
+            );
         }
     }
 

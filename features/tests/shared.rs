@@ -15,7 +15,7 @@ use common::*;
 use proptest::prelude::*;
 use verdict_core::{Catalogue, Value};
 use verdict_features::shared::{
-    NoObserver, SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
+    Known, NoObserver, SharedBatch, SharedConfig, SharedErrorKind, SharedObserver, SharedStore,
 };
 use verdict_features::{FeatureStore, StoreConfig, StreamClock, UpdateOutcome};
 
@@ -34,6 +34,8 @@ fn config(urls: Vec<String>, cluster: bool) -> SharedConfig {
         // behaviour is tested with a stopped server.
         deadline_ms: 5_000,
         key_prefix: format!("t{}", PREFIX.fetch_add(1, Ordering::Relaxed)),
+        // Few: entities are forgotten, presumed new and corrected.
+        known_entities: 3,
         ..SharedConfig::default()
     }
 }
@@ -52,6 +54,8 @@ struct Instance {
     catalogue: Catalogue,
     client: SharedStore,
     batch: SharedBatch,
+    /// What its chain of calls committed last (`known_entities` of them).
+    known: Known,
     /// The instance's events are one stream.
     clock: StreamClock,
 }
@@ -90,12 +94,14 @@ impl Instance {
     fn observed(config: SharedConfig, observer: Box<dyn SharedObserver>) -> Instance {
         let (store, catalogue) = store_of(&shared_defs(), StoreConfig::default());
         let batch = store.shared_batch(&config);
+        let known = Known::new(config.known_entities);
         let client = SharedStore::new(config, observer).unwrap();
         Instance {
             store,
             catalogue,
             client,
             batch,
+            known,
             clock: StreamClock::new(),
         }
     }
@@ -118,8 +124,11 @@ impl Instance {
             self.store.push_shared(&event, outcome, &mut self.batch);
             outs.push((outcome, out));
         }
-        rt.block_on(self.client.execute(&mut self.batch))
-            .map_err(|e| e.kind())?;
+        rt.block_on(
+            self.client
+                .execute_all(std::slice::from_mut(&mut self.batch), &mut self.known),
+        )
+        .map_err(|e| e.kind())?;
         for (n, (_, out)) in outs.iter_mut().enumerate() {
             assert!(
                 self.batch.read(n, out),
@@ -225,10 +234,12 @@ proptest! {
     fn shared_windows_equal_local_windows(
         (events, bursts) in stream(),
         lateness in prop_oneof![Just(86_400u64), Just(1_800u64)],
+        known in prop_oneof![Just(0usize), Just(3), Just(1_000)],
     ) {
         let server = server();
         let rt = runtime();
-        same_as_local(&rt, config(vec![server.url()], false), &events, &bursts, lateness)?;
+        let config = SharedConfig { known_entities: known, ..config(vec![server.url()], false) };
+        same_as_local(&rt, config, &events, &bursts, lateness)?;
     }
 }
 
@@ -370,7 +381,12 @@ fn a_stopped_redis_is_an_error_and_a_restarted_one_is_used_again() {
         a.batch.clear();
         let outcome = a.store.read_and_update(&event, &mut out, &mut a.clock);
         a.store.push_shared(&event, outcome, &mut a.batch);
-        let err = rt.block_on(a.client.execute(&mut a.batch)).unwrap_err();
+        let err = rt
+            .block_on(
+                a.client
+                    .execute_all(std::slice::from_mut(&mut a.batch), &mut a.known),
+            )
+            .unwrap_err();
         assert!(
             matches!(
                 err.kind(),
@@ -504,8 +520,10 @@ fn instances_committing_one_entity_at_once_lose_nothing() {
         }
         let (ra, rb) = rt.block_on(async {
             tokio::join!(
-                a.client.execute(&mut a.batch),
-                b.client.execute(&mut b.batch)
+                a.client
+                    .execute_all(std::slice::from_mut(&mut a.batch), &mut a.known),
+                b.client
+                    .execute_all(std::slice::from_mut(&mut b.batch), &mut b.known)
             )
         });
         ra.unwrap();
@@ -614,6 +632,89 @@ fn damaged_stored_states_and_reads_are_errors_not_panics() {
             let mut r = read.clone();
             r[i] ^= x;
             let _ = apply_stored(&a.batch, "user", Some(&state), &[Some(&r)]);
+        }
+    }
+}
+
+/// A redelivery to the instance that committed the event, whose memory of
+/// the entity is current: the commit that presumes that state finds the
+/// event's dedup key and takes what the first delivery read instead.
+#[test]
+fn a_redelivery_where_the_state_is_known_is_not_counted_again() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let mut a = Instance::new(config(vec![server.url()], false));
+    let first = a.burst(&rt, &[ev("e1", T0, "u1", "d1", 10)]).unwrap();
+    let again = a.burst(&rt, &[ev("e1", T0, "u1", "d1", 10)]).unwrap();
+    assert_eq!(
+        again[0].0,
+        UpdateOutcome::Duplicate,
+        "the local dedup saw it"
+    );
+    assert_eq!(again[0].1, first[0].1, "what the first delivery read");
+    let next = a
+        .burst(&rt, &[ev("e2", T0 + 1_000, "u2", "d1", 1)])
+        .unwrap();
+    assert_eq!(
+        get(&a.catalogue, &next[0].1, "feature.device.users_10m"),
+        &Value::Number(1.0),
+        "d1 counted u1 once"
+    );
+}
+
+/// A burst split over three chains by entity, the parts run at once and
+/// rejoined, reads what the same burst reads run whole.
+#[test]
+fn a_burst_split_over_chains_reads_what_it_reads_whole() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let mut whole = Instance::new(config(vec![server.url()], false));
+    let mut split = Instance::new(config(vec![server.url()], false));
+    let parser = parser();
+    let mut t = T0;
+    for round in 0..20 {
+        let events: Vec<Ev> = (0..12)
+            .map(|k| {
+                t += 7_000;
+                ev(
+                    &format!("r{round}e{k}"),
+                    t,
+                    &format!("u{}", (round * 5 + k) % 7),
+                    &format!("d{}", (round + k) % 4),
+                    k,
+                )
+            })
+            .collect();
+        let want = whole.burst(&rt, &events).unwrap();
+        split.batch.clear();
+        let mut outs = Vec::new();
+        for e in &events {
+            let event = e.parse(&parser);
+            let mut out = vec![Value::Missing; features_len(&split.catalogue)];
+            let outcome = split
+                .store
+                .read_and_update(&event, &mut out, &mut split.clock);
+            split.store.push_shared(&event, outcome, &mut split.batch);
+            outs.push(out);
+        }
+        let mut parts = split.batch.split(3);
+        assert!(
+            parts.iter().flatten().count() > 1,
+            "the entities spread over the chains"
+        );
+        let client = &split.client;
+        let ran = rt.block_on(futures::future::join_all(
+            parts.iter_mut().flatten().map(|p| client.execute(p)),
+        ));
+        assert!(ran.iter().all(Result::is_ok), "{ran:?}");
+        let parts: Vec<_> = parts
+            .into_iter()
+            .map(|p| p.map(std::sync::Arc::new))
+            .collect();
+        split.batch.rejoin(&parts);
+        for (n, (out, (_, w))) in outs.iter_mut().zip(&want).enumerate() {
+            assert!(split.batch.read(n, out), "event {n} read whole");
+            assert_eq!(out, w, "round {round} event {n}");
         }
     }
 }

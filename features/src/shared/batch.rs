@@ -371,8 +371,13 @@ impl Group {
         }
     }
 
+    /// The state the last application wrote, version included.
+    pub(super) fn state(&self) -> &[u8] {
+        &self.state
+    }
+
     /// The entity's state key (its first operation's).
-    fn state_key<'a>(&self, batches: &'a [SharedBatch]) -> &'a str {
+    pub(super) fn state_key<'a>(&self, batches: &'a [SharedBatch]) -> &'a str {
         let (b, o) = self.ops[0];
         batches[b].state_key(&batches[b].ops[o])
     }

@@ -13,32 +13,38 @@
 //! key beside it, `<state key>:e:<event_id>`, holding what the event read.
 //! Both share one hash tag: one entity lives in one hash slot of a cluster.
 //!
-//! A burst of events ([`SharedBatch`]) takes two round trips, whatever its
-//! size:
-//! 1. **read**: per entity the burst touches, one `MGET` of its state and
-//!    of its events' dedup keys;
-//! 2. **commit**: per entity, its events applied here in read order, with
-//!    the same code as a local entity — each reads the windows before it,
-//!    then adds itself (a late event only reads; an event whose dedup key
-//!    exists reads what its first delivery read and adds nothing) — and
-//!    one call of a Lua script (`commit.lua`, loaded once, called by its
-//!    SHA) that writes the new state and the events' dedup keys only if
-//!    the entity's version is still the one read: a compare-and-set, one
-//!    atomic step on the server.
+//! A burst of events ([`SharedBatch`]) is applied, per entity it touches,
+//! here, in read order, with the same code as a local entity — each event
+//! reads the windows before it, then adds itself (a late event only reads;
+//! an event whose dedup key exists reads what its first delivery read and
+//! adds nothing) — to the state the lane presumes Redis holds: the one it
+//! committed last ([`Known`]), or none for an entity it has not seen. Then
+//! one call of a Lua script (`commit.lua`, loaded once, called by its SHA)
+//! writes the new state and the events' dedup keys only if the entity is
+//! as presumed: its version unchanged and none of the events' dedup keys
+//! there — a compare-and-set, one atomic step on the server, for every
+//! entity of the burst in one round trip.
 //!
-//! When another instance (or lane) committed the entity in between, the
-//! script writes nothing and answers the entity as it now is; its events
-//! are applied again to that and sent again, in the next round trip, up to
-//! [`MAX_ATTEMPTS`] times. So every entity's history is a sequence of
-//! commits each computed from the one before: no event is lost or counted
-//! twice, and a redelivery — after a crash, a rebalance or an aborted
-//! transaction, on any instance — reads what its first delivery read.
+//! When the entity is not as presumed (another instance or lane committed
+//! it, the lane forgot it, an event is a redelivery), the script writes
+//! nothing and answers the entity as it is; its events are applied again to
+//! that and sent again, in the next round trip, up to [`MAX_ATTEMPTS`]
+//! times. So an entity only this lane updates — a device of one user —
+//! costs one round trip per burst, one others update too costs two, and
+//! every entity's history is a sequence of commits each computed from the
+//! one before: no event is lost or counted twice, and a redelivery — after
+//! a crash, a rebalance or an aborted transaction, on any instance — reads
+//! what its first delivery read.
 //!
 //! Why not a script that computes the windows in Redis: the arithmetic
 //! then runs twice (Rust for local kinds, Lua for shared ones) and has to
 //! be kept equal by hand, and it costs Redis tens of µs per entity per
 //! event in Lua's tables. Here Redis only compares and stores bytes, once
 //! per entity per burst, and the windows are one implementation.
+//!
+//! A source may split its bursts over several chains of calls
+//! ([`SharedConfig::chains`]), each entity always on the same one, so that
+//! Redis works on one chain's commit while Verdict applies another's.
 //!
 //! A distinct count is the local store's exact-then-sketch, not Redis's
 //! HyperLogLog: exact up to [`EXACT_DISTINCT`](crate::entity::EXACT_DISTINCT)
@@ -119,6 +125,11 @@ pub struct SharedConfig {
     /// several, Redis works on one chain's commit while Verdict applies
     /// another's events.
     pub chains: usize,
+    /// How many entities each source remembers the state it last committed
+    /// of (a few hundred bytes each), so that its next commit of one takes
+    /// one round trip instead of two. Devices and IPs that one user's
+    /// events alone update are right to remember; 0 always reads first.
+    pub known_entities: usize,
 }
 
 /// The URLs with their passwords hidden: a configuration shown is never a
@@ -188,7 +199,8 @@ impl Default for SharedConfig {
             dedup_ttl_secs: 900,
             key_prefix: "verdict".into(),
             max_reply_bytes: 64 * 1024,
-            chains: 4,
+            chains: 1,
+            known_entities: 65_536,
         }
     }
 }
@@ -430,19 +442,25 @@ impl SharedStore {
             .cloned()
     }
 
-    /// Runs `batch`: reads, applies and commits every entity it touches,
-    /// within the deadline. Each event whose entities committed can then be
-    /// read ([`SharedBatch::read`]).
+    /// Runs `batch`: applies and commits every entity it touches, within
+    /// the deadline, presuming nothing of what Redis holds. Each event
+    /// whose entities committed can then be read ([`SharedBatch::read`]).
     pub async fn execute(&self, batch: &mut SharedBatch) -> Result<(), SharedError> {
-        self.execute_all(std::slice::from_mut(batch)).await
+        self.execute_all(std::slice::from_mut(batch), &mut Known::new(0))
+            .await
     }
 
     /// Runs several batches, their events one after another in their order,
     /// in the same round trips with one deadline: what a lane whose bursts
-    /// queued up while Redis answered the last sends next. On an error, the
+    /// queued up while Redis answered the last sends next. `known` is what
+    /// the caller's chain of calls committed before. On an error, the
     /// events of the entities that committed keep what they read; the
     /// others read missing.
-    pub async fn execute_all(&self, batches: &mut [SharedBatch]) -> Result<(), SharedError> {
+    pub async fn execute_all(
+        &self,
+        batches: &mut [SharedBatch],
+        known: &mut Known,
+    ) -> Result<(), SharedError> {
         for batch in batches.iter_mut() {
             batch.forget_reads();
         }
@@ -453,16 +471,19 @@ impl SharedStore {
         let deadline = Duration::from_millis(self.config.deadline_ms);
         let started = Instant::now();
         let mut groups = batch::groups(batches);
-        let result = match tokio::time::timeout(deadline, self.run(batches, &mut groups)).await {
-            Ok(result) => result,
-            Err(_) => Err(SharedError::Timeout(deadline)),
-        };
+        let result =
+            match tokio::time::timeout(deadline, self.run(batches, &mut groups, known)).await {
+                Ok(result) => result,
+                Err(_) => Err(SharedError::Timeout(deadline)),
+            };
         match result {
             Ok(()) => {
                 self.observer.completed(n, started.elapsed());
                 Ok(())
             }
             Err(e) => {
+                // A state presumed wrongly (what a failed call left is
+                // unknown) costs one more round trip, no more.
                 let answered: usize = batches.iter().map(SharedBatch::answered).sum();
                 self.observer.failed(e.kind(), n - answered);
                 Err(e)
@@ -470,66 +491,48 @@ impl SharedStore {
         }
     }
 
-    /// The read round trip, then commit round trips until every entity has
-    /// committed, failed, or used up its attempts. A group's outcome is
-    /// written into `batches` as soon as it is known.
+    /// Commit round trips until every entity has committed, failed, or
+    /// used up its attempts. A group's outcome is written into `batches`
+    /// as soon as it is known.
     ///
-    /// A single server gets one `MGET` and one commit script for all the
-    /// call's entities (their keys side by side: one command to parse and
-    /// one script to start, however many entities); a cluster one of each
-    /// per entity, each routed to its slot's primary.
+    /// The first commit of an entity presumes its state is what this chain
+    /// last committed (`known`), or none, and its events new: right for
+    /// an entity only this instance updates (a device of one user) and for
+    /// one seen for the first time, in one round trip. Otherwise the script
+    /// answers what Redis holds, and the events are applied to that and
+    /// sent again.
+    ///
+    /// A single server gets one commit script for all the call's entities
+    /// (their keys side by side: one command to parse and one script to
+    /// start, however many entities); a cluster one per entity, routed to
+    /// its slot's primary.
     async fn run(
         &self,
         batches: &mut [SharedBatch],
         groups: &mut [Group],
+        known: &mut Known,
     ) -> Result<(), SharedError> {
         let conn = self.connection().await?;
         let limit = self.config.max_reply_bytes;
-        let every: Vec<usize> = (0..groups.len()).collect();
-        let chunks = self.chunks(&every);
-        let reads: Vec<redis::Cmd> = chunks
-            .iter()
-            .map(|chunk| {
-                let mut cmd = redis::cmd("MGET");
-                for &g in *chunk {
-                    groups[g].write_keys(batches, &mut cmd);
-                }
-                cmd
-            })
-            .collect();
-        let answers = send(&conn, &reads).await?;
         let mut first_error: Option<SharedError> = None;
         let mut fail = |e: SharedError| first_error = first_error.take().or(Some(e));
         // The groups whose last application calls for a commit.
         let mut committing: Vec<usize> = Vec::with_capacity(groups.len());
-        for (chunk, answer) in chunks.iter().zip(answers) {
-            let items = match answer {
-                Ok(redis::Value::Array(items)) => items,
-                Ok(other) => {
-                    fail(SharedError::Reply(format!(
-                        "MGET answered {}",
-                        kind_of(&other)
-                    )));
-                    continue;
-                }
-                Err(e) => {
-                    fail(redis_error(e));
-                    continue;
-                }
-            };
-            let mut items = items.into_iter();
-            for &g in *chunk {
-                let version = self.versions.fetch_add(1, Ordering::Relaxed);
-                match groups[g].apply(batches, &mut items, limit, version) {
-                    Ok(true) => committing.push(g),
-                    Ok(false) => groups[g].answer(batches),
-                    Err(e) => {
-                        // The chunk's other groups read on from their own
-                        // items: skip what this one did not take.
-                        fail(e);
-                        break;
-                    }
-                }
+        for (g, group) in groups.iter_mut().enumerate() {
+            let presumed = known
+                .get(group.state_key(batches))
+                .map_or(redis::Value::Nil, |s| redis::Value::BulkString(s.to_vec()));
+            let mut items = std::iter::once(presumed);
+            let version = self.versions.fetch_add(1, Ordering::Relaxed);
+            match group.apply(
+                batches,
+                &mut items.by_ref().chain(std::iter::repeat(redis::Value::Nil)),
+                limit,
+                version,
+            ) {
+                Ok(true) => committing.push(g),
+                Ok(false) => group.answer(batches),
+                Err(e) => fail(e),
             }
         }
         for attempt in 0..MAX_ATTEMPTS {
@@ -574,14 +577,18 @@ impl SharedStore {
                     }
                 };
                 for (&g, item) in chunk.iter().zip(items) {
+                    let group = &mut groups[g];
                     match item {
-                        redis::Value::Int(1) => groups[g].answer(batches),
-                        // Changed since read: the entity as it is now.
+                        redis::Value::Int(1) => {
+                            group.answer(batches);
+                            known.insert(group.state_key(batches), group.state());
+                        }
+                        // Not as presumed: the entity as it is now.
                         redis::Value::Array(now) => {
                             let version = self.versions.fetch_add(1, Ordering::Relaxed);
-                            match groups[g].apply(batches, &mut now.into_iter(), limit, version) {
+                            match group.apply(batches, &mut now.into_iter(), limit, version) {
                                 Ok(true) => again.push(g),
-                                Ok(false) => groups[g].answer(batches),
+                                Ok(false) => group.answer(batches),
                                 Err(e) => fail(e),
                             }
                         }
@@ -651,6 +658,62 @@ impl SharedStore {
             }
         }
         Ok(answers)
+    }
+}
+
+/// What one chain of calls committed last of each entity: the state it
+/// wrote, version included, so that its next commit of the entity presumes
+/// it instead of reading it first. Bounded: past `capacity` entities the
+/// oldest are forgotten (and presumed to have no state). A state presumed
+/// wrongly — forgotten, stale, or left by a call that failed — costs one
+/// more round trip: the commit script answers what Redis holds.
+pub struct Known {
+    /// By a hash of the entity's state key: two entities that share one
+    /// are only a wrong presumption, which the commit script corrects.
+    states: hashbrown::HashMap<u64, Vec<u8>>,
+    order: std::collections::VecDeque<u64>,
+    capacity: usize,
+    hasher: ahash::RandomState,
+}
+
+impl Known {
+    /// Remembers at most `capacity` entities (none with 0).
+    pub fn new(capacity: usize) -> Known {
+        Known {
+            states: hashbrown::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            capacity,
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        if self.capacity == 0 {
+            return None;
+        }
+        self.states
+            .get(&self.hasher.hash_one(key))
+            .map(Vec::as_slice)
+    }
+
+    fn insert(&mut self, key: &str, state: &[u8]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let h = self.hasher.hash_one(key);
+        if let Some(kept) = self.states.get_mut(&h) {
+            kept.clear();
+            kept.extend_from_slice(state);
+            return;
+        }
+        while self.states.len() >= self.capacity {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.states.remove(&oldest);
+        }
+        self.order.push_back(h);
+        self.states.insert(h, state.to_vec());
     }
 }
 

@@ -5,10 +5,11 @@
 //! one [`Burst`]. [`Engine::prepare_in`](super::Engine::prepare_in) adds
 //! each event's entity operations to it, in source order, after the local
 //! features; [`Burst::send`], once the source has read what is available,
-//! hands the burst to its runner task. The runner executes one call of the
+//! hands the burst to its runner task (or, with `chains` above 1, its
+//! entities to their chains' runners). A runner executes one call of the
 //! store after another — so a lane's events reach Redis in the order it
-//! read them — each a read and a commit round trip (more when another
-//! writer changed an entity in between) with the store's deadline, holding
+//! read them — each one commit round trip (a second for the entities that
+//! were not as the runner presumed them) with the store's deadline, holding
 //! every burst that queued while the last was out (up to
 //! [`MAX_OPERATIONS_PER_ROUND_TRIP`] operations). An event's
 //! [`Engine::finish`](super::Engine::finish) awaits its burst's reply
@@ -17,9 +18,9 @@
 //! so a decision never waits for Redis longer than the deadline.
 //!
 //! Not here: the script, the protocol and the windows' arithmetic
-//! (`verdict_features::shared` and the local store's entities). Sources that see every event of the
-//! stream (replay, export, backtests) place every kind local and make no
-//! burst.
+//! (`verdict_features::shared`, and the local store's entities). Sources
+//! that see every event of the stream (replay, export, backtests) place
+//! every kind local and make no burst.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use verdict_core::Event;
 use verdict_features::FeatureStore;
 use verdict_features::UpdateOutcome;
-use verdict_features::shared::{SharedBatch, SharedErrorKind, SharedObserver, SharedStore};
+use verdict_features::shared::{Known, SharedBatch, SharedErrorKind, SharedObserver, SharedStore};
 
 use super::Observer;
 
@@ -73,6 +74,8 @@ async fn run(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     failing: Arc<AtomicBool>,
 ) {
+    let config = store.config();
+    let mut known = Known::new(config.known_entities / config.chains.max(1));
     let mut carried: Option<Job> = None;
     let mut batches: Vec<SharedBatch> = Vec::new();
     let mut replies: Vec<oneshot::Sender<Arc<SharedBatch>>> = Vec::new();
@@ -99,7 +102,7 @@ async fn run(
         }
         // The source's runners share whether it is failing: it says so
         // once, whichever of them meets the failure first.
-        match store.execute_all(&mut batches).await {
+        match store.execute_all(&mut batches, &mut known).await {
             Ok(()) => {
                 if failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("shared feature store answers again: shared features are back");
