@@ -457,20 +457,30 @@ async fn rebalance_drains_and_loses_nothing() {
     let start = |config: &Config| {
         let metrics = Arc::new(Metrics::new());
         let p = pipeline_of(config, metrics.clone());
+        let ready = p.ready.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        (stop, tokio::spawn(async move { p.run(s).await }), metrics)
+        let task = tokio::spawn(async move { p.run(s).await });
+        (stop, task, metrics, ready)
     };
-    let (stop_a, a, _) = start(&config);
+    let (stop_a, a, _, _) = start(&config);
     // A decides everything before B arrives: every event B could decide
     // again is one A decided and must have committed at the handoff.
     let b = brokers.clone();
     tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
         .await
         .unwrap();
-    let (stop_b, b_task, b_metrics) = start(&config);
-    // B gets partitions; then new events on every partition.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (stop_b, b_task, b_metrics, b_ready) = start(&config);
+    // B gets partitions (however long the group takes on a busy machine);
+    // then new events on every partition.
+    let until = Instant::now() + Duration::from_secs(90);
+    while !b_ready.load(Ordering::Acquire) {
+        assert!(
+            Instant::now() < until,
+            "the second instance got no partition in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     produce(&brokers, PER_USER..PER_USER + 10).await;
     let all = USERS * (PER_USER + 10);
     let b = brokers.clone();
