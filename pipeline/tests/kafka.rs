@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::{ClientConfig, TopicPartitionList};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
 use verdict::engine::{Engine, StreamClock};
 use verdict::kafka::Pipeline;
@@ -514,6 +514,80 @@ async fn rebalance_drains_and_loses_nothing() {
         "{} events decided again by the new owner (the handoff did not commit them), e.g. {:?}",
         twice.len(),
         &twice[..twice.len().min(5)]
+    );
+}
+
+/// An instance stopped while a second member joins the group: its last
+/// commit meets the rebalance, whose revoke comes while that commit is
+/// retried. The stop ends at once, without error, and every event it
+/// decided is committed — the revoked partitions' part by the revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_while_the_group_rebalances_commits_everything() {
+    logs();
+    let (_cluster, brokers) = cluster(1, 4);
+    produce_input_async(&brokers).await;
+
+    let mut config = config(&brokers);
+    config.kafka.lanes = Some(1);
+    // Only the last commit commits.
+    config.kafka.commit_interval_ms = 3_600_000;
+    config.kafka.resume_scan_max_records = 0;
+    // A revoke waits this long for a lane that does not answer.
+    config.kafka.shutdown_timeout_ms = 20_000;
+    config.kafka.consumer_properties.insert(
+        "partition.assignment.strategy".into(),
+        "cooperative-sticky".into(),
+    );
+    let start = |config: &Config| {
+        let p = pipeline_of(config, Arc::new(Metrics::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        (stop, tokio::spawn(async move { p.run(s).await }))
+    };
+    let (stop_a, a) = start(&config);
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
+        .await
+        .unwrap();
+    // The second member's join takes the group into a rebalance that waits
+    // for the first to rejoin; the first stops inside it.
+    let (stop_b, b_task) = start(&config);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop_a.store(true, Ordering::Relaxed);
+    let stopping = Instant::now();
+    let a_result = a.await.unwrap();
+    let took = stopping.elapsed();
+    stop_b.store(true, Ordering::Relaxed);
+    b_task.await.unwrap().unwrap();
+    a_result.unwrap_or_else(|e| panic!("the stop failed after {took:?}: {e:#}"));
+    assert!(
+        took < Duration::from_millis(config.kafka.shutdown_timeout_ms),
+        "the stop took {took:?}: a revoke waited for a lane busy with its last commit"
+    );
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "verdict")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition("events", p);
+    }
+    let committed: i64 = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        committed,
+        (USERS * PER_USER + BAD) as i64,
+        "offsets committed for every event read (stop took {took:?})"
     );
 }
 

@@ -247,6 +247,7 @@ pub fn start(setup: Setup) -> Result<KafkaThread> {
         closing: AtomicBool::new(false),
         in_callback: AtomicBool::new(false),
         failed_commits: Mutex::default(),
+        last_commit: Mutex::default(),
         setup,
     };
     let consumer: BaseConsumer<Context> = consumer_config(&context.setup.kafka, lane)
@@ -290,6 +291,10 @@ struct Context {
     in_callback: AtomicBool,
     /// Partitions whose asynchronous commit failed, to tell the lane.
     failed_commits: Mutex<Vec<i32>>,
+    /// The lane's last commit while it is being retried: the lane, with
+    /// nothing in flight, waits for it and reads nothing else, so a revoke
+    /// that comes meanwhile commits its partitions' part of it itself.
+    last_commit: Mutex<Option<Vec<(i32, i64)>>>,
 }
 
 fn run(consumer: BaseConsumer<Context>) {
@@ -341,6 +346,23 @@ impl Context {
         self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_last_commit(&self) -> MutexGuard<'_, Option<Vec<(i32, i64)>>> {
+        self.last_commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The revoked `partitions`' part of the lane's last commit, taken out
+    /// of it, if the lane is making that commit now.
+    fn take_from_last_commit(&self, partitions: &[i32]) -> Option<Drained> {
+        let mut last = self.lock_last_commit();
+        let offsets = last.as_mut()?;
+        let (revoked, kept) = offsets.iter().partition(|(p, _)| partitions.contains(p));
+        *offsets = kept;
+        Some(Drained {
+            offsets: revoked,
+            transaction: None,
+        })
+    }
+
     /// Sends the batch being filled, if any, to the lane; false when the
     /// lane is gone.
     fn flush_batch(&self, consumer: &BaseConsumer<Context>) -> bool {
@@ -390,7 +412,12 @@ impl Context {
                 }
             }
             Command::CommitSync { offsets, reply } => {
-                let _ = reply.send(self.commit_sync(consumer, &offsets));
+                *self.lock_last_commit() = Some(offsets);
+                let result = self.commit_sync_with(consumer, || {
+                    self.lock_last_commit().clone().unwrap_or_default()
+                });
+                *self.lock_last_commit() = None;
+                let _ = reply.send(result);
             }
             Command::CommitTransaction { offsets, reply } => {
                 let _ = reply.send(self.commit_transaction(consumer, &offsets));
@@ -444,13 +471,23 @@ impl Context {
         consumer: &BaseConsumer<Context>,
         offsets: &[(i32, i64)],
     ) -> Result<(), String> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let tpl = self.list(offsets);
+        self.commit_sync_with(consumer, || offsets.to_vec())
+    }
+
+    /// [`commit_sync`](Self::commit_sync) of what `offsets` answers at each
+    /// attempt (a revoke during a retry's poll takes its partitions out).
+    fn commit_sync_with(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        offsets: impl Fn() -> Vec<(i32, i64)>,
+    ) -> Result<(), String> {
         let until = Instant::now() + self.drain_timeout;
         loop {
-            match consumer.commit(&tpl, CommitMode::Sync) {
+            let offsets = offsets();
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            match consumer.commit(&self.list(&offsets), CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
                     return Ok(());
                 }
@@ -495,46 +532,21 @@ impl Context {
     }
 
     /// A revoke: the lane finishes the partitions' events and answers what
-    /// to commit; the offsets are committed before the partitions go.
+    /// to commit; the offsets are committed before the partitions go. A
+    /// revoke that comes while the lane's last commit is retried (the
+    /// group rebalancing as the instance stops) commits those partitions'
+    /// part of that commit instead — the lane, with nothing in flight, is
+    /// waiting for it and would not answer — or, refused, leaves it to
+    /// that commit's next attempt.
     fn revoke(&self, consumer: &BaseConsumer<Context>, partitions: Vec<i32>) {
         let lane = self.setup.lane;
         let metrics = &self.setup.metrics;
         metrics.rebalance("revoke");
         let started = Instant::now();
-        if !self.flush_batch(consumer) {
-            return;
-        }
-        let (reply, answer) = cb::bounded(1);
-        let revoking = Revoking {
-            partitions: partitions.clone(),
-            reply,
-        };
-        if !self.send(consumer, FromKafka::Revoking(revoking)) {
-            return;
-        }
-        // The lane drains within the drain timeout and then answers with
-        // what is safe; a little more is allowed for its answer to come.
-        let until = started + self.drain_timeout + Duration::from_secs(1);
-        let drained = loop {
-            let left = until.saturating_duration_since(Instant::now());
-            cb::select! {
-                recv(answer) -> a => break a.ok(),
-                recv(self.commands) -> c => match c {
-                    Ok(c) => if !self.serve(consumer, c) {
-                        self.closing.store(true, Ordering::Relaxed);
-                    },
-                    Err(_) => break None,
-                },
-                default(left) => break None,
-            }
-        };
-        let Some(drained) = drained else {
-            tracing::warn!(
-                lane,
-                partitions = ?partitions,
-                "rebalance: the lane did not answer in time; the partitions' next owner decides \
-                 their uncommitted events again"
-            );
+        let from_last_commit = self.take_from_last_commit(&partitions);
+        let last_commit = from_last_commit.is_some();
+        let Some(drained) = from_last_commit.or_else(|| self.drain(consumer, &partitions, started))
+        else {
             return;
         };
         let result = match drained.transaction {
@@ -554,6 +566,19 @@ impl Context {
                 secs,
                 "rebalance: drained and committed before giving partitions up"
             ),
+            Err(e) if last_commit => {
+                // Back into the last commit, retried once the group settles.
+                if let Some(offsets) = self.lock_last_commit().as_mut() {
+                    offsets.extend_from_slice(&drained.offsets);
+                }
+                tracing::info!(
+                    lane,
+                    partitions = ?partitions,
+                    error = %e,
+                    "rebalance: could not commit before giving partitions up; committed with \
+                     the last commit once the group settles"
+                );
+            }
             Err(e) => tracing::warn!(
                 lane,
                 partitions = ?partitions,
@@ -563,6 +588,53 @@ impl Context {
                  decides the uncommitted events again"
             ),
         }
+    }
+
+    /// Asks the lane to finish the revoked `partitions`' events and waits
+    /// for what it answers is safe to commit, serving its commands
+    /// meanwhile; `None` when it is gone or did not answer in time.
+    fn drain(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        partitions: &[i32],
+        started: Instant,
+    ) -> Option<Drained> {
+        if !self.flush_batch(consumer) {
+            return None;
+        }
+        let (reply, answer) = cb::bounded(1);
+        let revoking = Revoking {
+            partitions: partitions.to_vec(),
+            reply,
+        };
+        if !self.send(consumer, FromKafka::Revoking(revoking)) {
+            return None;
+        }
+        // The lane drains within the drain timeout and then answers with
+        // what is safe; a little more is allowed for its answer to come.
+        let until = started + self.drain_timeout + Duration::from_secs(1);
+        let drained = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            cb::select! {
+                recv(answer) -> a => break a.ok(),
+                recv(self.commands) -> c => match c {
+                    Ok(c) => if !self.serve(consumer, c) {
+                        self.closing.store(true, Ordering::Relaxed);
+                    },
+                    Err(_) => break None,
+                },
+                default(left) => break None,
+            }
+        };
+        if drained.is_none() {
+            tracing::warn!(
+                lane = self.setup.lane,
+                partitions = ?partitions,
+                "rebalance: the lane did not answer in time; the partitions' next owner decides \
+                 their uncommitted events again"
+            );
+        }
+        drained
     }
 
     /// An assignment: finds the events past the committed offsets that
