@@ -23,6 +23,7 @@
 //! cargo bench -p verdict-benches --bench shared          # 200k events, 10 s at half load
 //! EVENTS=500000 SECONDS=20 cargo bench -p verdict-benches --bench shared
 //! CHAINS=1 cargo bench -p verdict-benches --bench shared  # round-trip chains per lane
+//! KNOWN=1000000 cargo bench -p verdict-benches --bench shared  # states a lane remembers
 //! cargo test -p verdict-benches --bench shared           # a few events: a smoke test
 //! ```
 //! Needs `redis-server` (scripts/ensure-redis.sh), or VERDICT_REDIS_SERVER.
@@ -316,6 +317,7 @@ fn main() {
             key_prefix: prefix.into(),
             deadline_ms,
             chains: env_usize("CHAINS", SharedConfig::default().chains),
+            known_entities: env_usize("KNOWN", SharedConfig::default().known_entities),
             ..SharedConfig::default()
         });
         c
