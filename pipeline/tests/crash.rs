@@ -14,6 +14,8 @@
 //!
 //! `scripts/soak-crash.sh` repeats these tests and prints the tally.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -193,28 +195,6 @@ fn written(consumer: &BaseConsumer) -> i64 {
     n
 }
 
-fn committed_total(brokers: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "verdict")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition("events", p);
-    }
-    consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap()
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
-}
-
 fn verdict_run(brokers: &str, exactly_once: bool, log: &std::path::Path) -> Guard {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_verdict"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -268,7 +248,7 @@ fn killed_mid_stream(exactly_once: bool) {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let decided = outputs_written(&brokers) as usize;
-        let committed = committed_total(&brokers);
+        let committed = common::committed_total(&brokers, "verdict", "events", 3);
         // At-least-once: killed once it has committed part of the stream,
         // so the successor must resume from there; exactly-once on the mock
         // commits its offsets nowhere, so only the outputs count.
@@ -287,7 +267,7 @@ fn killed_mid_stream(exactly_once: bool) {
     first.0.wait().unwrap();
     killed.store(true, Ordering::Release);
     let before = outputs(&brokers);
-    let committed = committed_total(&brokers);
+    let committed = common::committed_total(&brokers, "verdict", "events", 3);
     assert!(
         before.len() < EVENTS,
         "killed after deciding everything: the test shows no crash mid-stream"

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
-use rdkafka::{ClientConfig, TopicPartitionList};
 use verdict::config::{Config, EngineConfig, HttpConfig, KafkaConfig};
 use verdict::engine::{Engine, StreamClock};
 use verdict::kafka::Pipeline;
@@ -433,6 +433,44 @@ fn verdict_run(brokers: &str) -> std::process::Command {
     cmd
 }
 
+/// One lane, offsets committed only at a handoff or a stop (no periodic
+/// commit, no read-back of outputs to cover for a missing one), and the
+/// cooperative assignor: what the rebalance tests look at.
+fn handoff_config(brokers: &str) -> Config {
+    let mut config = config(brokers);
+    config.kafka.lanes = Some(1);
+    config.kafka.commit_interval_ms = 3_600_000;
+    config.kafka.resume_scan_max_records = 0;
+    config.kafka.consumer_properties.insert(
+        "partition.assignment.strategy".into(),
+        "cooperative-sticky".into(),
+    );
+    config
+}
+
+/// A member of the group: a pipeline running on its own task.
+struct Member {
+    stop: Arc<AtomicBool>,
+    task: Running,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+fn join(config: &Config) -> Member {
+    let metrics = Arc::new(Metrics::new());
+    let p = pipeline_of(config, metrics.clone());
+    let ready = p.ready.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move { p.run(s).await });
+    Member {
+        stop,
+        task,
+        metrics,
+        ready,
+    }
+}
+
 /// A second instance joining the group takes partitions over: the first
 /// finishes the revoked partitions' events and their committed offsets
 /// cover every event it decided before the new owner reads them. With no
@@ -444,37 +482,19 @@ async fn rebalance_drains_and_loses_nothing() {
     let (_cluster, brokers) = cluster(1, 4);
     produce_input_async(&brokers).await;
 
-    let mut config = config(&brokers);
-    config.kafka.lanes = Some(1);
-    config.kafka.commit_interval_ms = 3_600_000;
-    // Without the read-back of outputs, a refused handoff commit would be
-    // covered for; this test is about the drain and its commit alone.
-    config.kafka.resume_scan_max_records = 0;
-    config.kafka.consumer_properties.insert(
-        "partition.assignment.strategy".into(),
-        "cooperative-sticky".into(),
-    );
-    let start = |config: &Config| {
-        let metrics = Arc::new(Metrics::new());
-        let p = pipeline_of(config, metrics.clone());
-        let ready = p.ready.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let task = tokio::spawn(async move { p.run(s).await });
-        (stop, task, metrics, ready)
-    };
-    let (stop_a, a, _, _) = start(&config);
+    let config = handoff_config(&brokers);
+    let a = join(&config);
     // A decides everything before B arrives: every event B could decide
     // again is one A decided and must have committed at the handoff.
     let b = brokers.clone();
     tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
         .await
         .unwrap();
-    let (stop_b, b_task, b_metrics, b_ready) = start(&config);
+    let b_run = join(&config);
     // B gets partitions (however long the group takes on a busy machine);
     // then new events on every partition.
     let until = Instant::now() + Duration::from_secs(90);
-    while !b_ready.load(Ordering::Acquire) {
+    while !b_run.ready.load(Ordering::Acquire) {
         assert!(
             Instant::now() < until,
             "the second instance got no partition in 90 s"
@@ -495,17 +515,17 @@ async fn rebalance_drains_and_loses_nothing() {
     })
     .await
     .unwrap();
-    stop_a.store(true, Ordering::Relaxed);
-    stop_b.store(true, Ordering::Relaxed);
-    a.await.unwrap().unwrap();
-    b_task.await.unwrap().unwrap();
+    a.stop.store(true, Ordering::Relaxed);
+    b_run.stop.store(true, Ordering::Relaxed);
+    a.task.await.unwrap().unwrap();
+    b_run.task.await.unwrap().unwrap();
     let mut count: HashMap<&str, usize> = HashMap::new();
     for (_, d) in &decided {
         *count.entry(d["event_id"].as_str().unwrap()).or_default() += 1;
     }
     assert_eq!(count.len(), all, "events lost across the rebalance");
     assert!(
-        metric(&b_metrics.render(), "verdict_decisions_total") > 0.0,
+        metric(&b_run.metrics.render(), "verdict_decisions_total") > 0.0,
         "the second instance never held a partition: no handoff happened"
     );
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
@@ -527,63 +547,31 @@ async fn stopping_while_the_group_rebalances_commits_everything() {
     let (_cluster, brokers) = cluster(1, 4);
     produce_input_async(&brokers).await;
 
-    let mut config = config(&brokers);
-    config.kafka.lanes = Some(1);
-    // Only the last commit commits.
-    config.kafka.commit_interval_ms = 3_600_000;
-    config.kafka.resume_scan_max_records = 0;
+    let mut config = handoff_config(&brokers);
     // A revoke waits this long for a lane that does not answer.
     config.kafka.shutdown_timeout_ms = 20_000;
-    config.kafka.consumer_properties.insert(
-        "partition.assignment.strategy".into(),
-        "cooperative-sticky".into(),
-    );
-    let start = |config: &Config| {
-        let p = pipeline_of(config, Arc::new(Metrics::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        (stop, tokio::spawn(async move { p.run(s).await }))
-    };
-    let (stop_a, a) = start(&config);
+    let a = join(&config);
     let b = brokers.clone();
     tokio::task::spawn_blocking(move || read_all(&b, "decisions", USERS * PER_USER))
         .await
         .unwrap();
     // The second member's join takes the group into a rebalance that waits
     // for the first to rejoin; the first stops inside it.
-    let (stop_b, b_task) = start(&config);
+    let b = join(&config);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    stop_a.store(true, Ordering::Relaxed);
+    a.stop.store(true, Ordering::Relaxed);
     let stopping = Instant::now();
-    let a_result = a.await.unwrap();
+    let a_result = a.task.await.unwrap();
     let took = stopping.elapsed();
-    stop_b.store(true, Ordering::Relaxed);
-    b_task.await.unwrap().unwrap();
+    b.stop.store(true, Ordering::Relaxed);
+    b.task.await.unwrap().unwrap();
     a_result.unwrap_or_else(|e| panic!("the stop failed after {took:?}: {e:#}"));
     assert!(
         took < Duration::from_millis(config.kafka.shutdown_timeout_ms),
         "the stop took {took:?}: a revoke waited for a lane busy with its last commit"
     );
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "verdict")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition("events", p);
-    }
-    let committed: i64 = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap()
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum();
+    let committed = common::committed_total(&brokers, "verdict", "events", 4);
     assert_eq!(
         committed,
         (USERS * PER_USER + BAD) as i64,
