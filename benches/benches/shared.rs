@@ -26,6 +26,7 @@
 //! KNOWN=1000000 cargo bench -p verdict-benches --bench shared  # states a lane remembers
 //! cargo test -p verdict-benches --bench shared           # a few events: a smoke test
 //! ```
+//! PIN=1 cargo bench -p verdict-benches --bench shared     # Redis on a core of its own
 //! Needs `redis-server` (scripts/ensure-redis.sh), or VERDICT_REDIS_SERVER.
 
 use std::io::{Read, Write};
@@ -69,7 +70,15 @@ impl Redis {
             .port();
         let dir = tempfile::tempdir().unwrap();
         let binary = std::env::var_os("VERDICT_REDIS_SERVER").unwrap_or("redis-server".into());
-        let child = Command::new(&binary)
+        let mut command = match pinning() {
+            Some((_, redis_cpu)) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &redis_cpu.to_string()]).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -283,8 +292,36 @@ fn pass(engine: &Engine, events: &[Vec<u8>], rate: Option<f64>) -> Pass {
     })
 }
 
+/// With `PIN=1` (on a machine of two cores or more), Redis runs on the
+/// last core and this process on the others, as Redis runs on a machine of
+/// its own in production: on shared cores the scheduler pauses Redis for a
+/// time slice (milliseconds; a `GET` then takes 6 ms in Redis's slow log)
+/// whenever this process's threads want both cores, and the p99 measures
+/// that. Pinned, the shared store's connection and the deciding thread
+/// share one core. The CPUs of this process, and Redis's.
+fn pinning() -> Option<(String, usize)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = std::env::var("PIN").is_ok_and(|v| v == "1");
+    let taskset = Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (wanted && cores >= 2 && taskset).then(|| (format!("0-{}", cores - 2), cores - 1))
+}
+
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
+    if let Some((mine, redis_cpu)) = pinning() {
+        // Every thread of this process now and later (they inherit it).
+        let pinned = Command::new("taskset")
+            .args(["-a", "-p", "-c", &mine, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(pinned, "taskset could not pin this process to CPUs {mine}");
+        eprintln!("shared bench: this process on CPUs {mine}, redis-server on CPU {redis_cpu}");
+    }
     let (users, events, seconds) = if benching {
         (
             env_usize("USERS", 100_000) as u32,
