@@ -127,8 +127,12 @@ impl SharedBatch {
 
     /// An empty batch of the same shape, key prefix and dedup lifetime.
     pub fn empty_like(&self) -> SharedBatch {
+        SharedBatch::empty(&self.shape)
+    }
+
+    fn empty(shape: &Arc<Shape>) -> SharedBatch {
         SharedBatch {
-            shape: self.shape.clone(),
+            shape: shape.clone(),
             ops: Vec::new(),
             inputs: Vec::new(),
             sources: Vec::new(),
@@ -168,15 +172,7 @@ impl SharedBatch {
         for op in &mut self.ops {
             let key = &self.keys[op.key.clone()];
             let p = (hasher.hash_one(&key[..op.state_len]) % n as u64) as usize;
-            let part = parts[p].get_or_insert_with(|| SharedBatch {
-                shape: self.shape.clone(),
-                ops: Vec::new(),
-                inputs: Vec::new(),
-                sources: Vec::new(),
-                values: Vec::new(),
-                placed: Vec::new(),
-                keys: String::new(),
-            });
+            let part = parts[p].get_or_insert_with(|| SharedBatch::empty(&self.shape));
             let features = self.shape.kinds[op.kind].slots.len();
             let inputs = part.inputs.len();
             part.inputs.extend(
